@@ -1,0 +1,28 @@
+"""The entry point: Hydra composes the configuration and calls `main()` with it."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from src.errors import UserError
+from src.run import register_configs, run
+
+# The dataclasses must be in the ConfigStore before Hydra composes conf/config.yaml.
+register_configs()
+
+
+# No `version_base`: Hydra 1.4 uses its own defaults (no change of working directory).
+@hydra.main(config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        # The value returned is what sweepers such as Optuna optimise.
+        return run(cfg, output_dir=Path(HydraConfig.get().runtime.output_dir))
+    except UserError as error:
+        sys.exit(f"Error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""An annotated example of configuring a PyTorch experiment with Hydra."""

@@ -1,0 +1,154 @@
+"""Coloured MNIST: digits drawn in colour, the colour being a subgroup beside the label."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from typing_extensions import override
+
+from src.data import Data, DataModule, Split
+from src.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+__all__ = ["CMNISTDataModule", "DigitSource"]
+
+log = logging.getLogger(__name__)
+
+# Ten colours that stay distinct for most forms of colour blindness.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (230, 25, 75),
+    "green": (60, 180, 75),
+    "blue": (0, 130, 200),
+    "yellow": (255, 225, 25),
+    "orange": (245, 130, 48),
+    "purple": (145, 30, 180),
+    "cyan": (70, 240, 240),
+    "magenta": (240, 50, 230),
+    "lime": (210, 245, 60),
+    "pink": (250, 190, 212),
+}
+
+
+class DigitSource(Enum):
+    """Where the digits come from."""
+
+    AUTO = "auto"  # MNIST if it is on disk or can be downloaded, else synthetic digits
+    MNIST = "mnist"
+    SYNTHETIC = "synthetic"
+
+
+@dataclass(eq=False, kw_only=True)
+class CMNISTDataModule(DataModule):
+    """Coloured MNIST. The training split can tie colour to label (`correlation`) to plant a
+    shortcut; validation and test colours are always random, so their per-colour accuracy shows
+    whether the model learnt the digit or the colour."""
+
+    label_map: dict[int, int] | None = None  # digit -> label, e.g. to a binary task; others dropped
+    colors: list[int] | None = None  # palette entries to draw with; None: all of them
+    num_colors: int = 10  # palette size: the first `num_colors` of the ten colours
+    correlation: float = 0.0  # chance that a training digit gets its label's colour, else random
+    val_prop: float = 0.2  # share of the MNIST training set held out for validation
+    digits: DigitSource = DigitSource.AUTO
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.num_colors <= len(PALETTE):
+            raise UserError(f"dm.num_colors={self.num_colors} must be between 1 and {len(PALETTE)}.")
+        for color in self.colors or []:
+            if not 0 <= color < self.num_colors:
+                raise UserError(f"dm.colors has {color}, which is not a palette entry: use 0 to {self.num_colors - 1}.")
+        if self.colors is not None and (not self.colors or len(set(self.colors)) != len(self.colors)):
+            raise UserError(f"dm.colors={self.colors} must list distinct palette entries.")
+        if not 0 <= self.correlation <= 1:
+            raise UserError(f"dm.correlation={self.correlation} must be between 0 and 1.")
+        if not 0 < self.val_prop < 1:
+            raise UserError(f"dm.val_prop={self.val_prop} must be strictly between 0 and 1.")
+        if self.label_map is not None:
+            if not set(self.label_map) <= set(range(10)):
+                raise UserError(f"dm.label_map={self.label_map} must map digits 0-9 to labels.")
+            labels = set(self.label_map.values())
+            if labels != set(range(len(labels))):
+                raise UserError(f"dm.label_map={self.label_map} must map to the labels 0 to {len(labels) - 1}.")
+
+    @override
+    def build(self, *, seed: int) -> Data:
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        (train_images, train_digits), (test_images, test_digits), source = self._load_digits(generator)
+        if self.default_res != train_images.shape[-1]:
+            train_images, test_images = _resize(train_images, self.default_res), _resize(test_images, self.default_res)
+        palette = list(PALETTE)[: self.num_colors]
+        color_names = [palette[i] for i in self.colors or range(self.num_colors)]
+        to_label = torch.arange(10) if self.label_map is None else torch.full((10,), -1)
+        for digit, label in (self.label_map or {}).items():
+            to_label[digit] = label
+
+        def split(images: Tensor, digits: Tensor, correlation: float) -> Split:
+            labels = to_label[digits]
+            keep = labels >= 0  # digits missing from `label_map` are dropped
+            images, labels = images[keep], labels[keep]
+            colors = torch.randint(len(color_names), labels.shape, generator=generator)
+            tied = torch.rand(labels.shape, generator=generator) < correlation
+            colors = torch.where(tied, labels % len(color_names), colors)
+            return Split(images=_colorize(images, colors, color_names), labels=labels, groups=colors)
+
+        order = torch.randperm(len(train_digits), generator=generator)
+        num_val = round(len(order) * self.val_prop)
+        val, train = order[:num_val], order[num_val:]
+        return Data(
+            train=split(train_images[train], train_digits[train], self.correlation),
+            val=split(train_images[val], train_digits[val], 0.0),
+            test=split(test_images, test_digits, 0.0),
+            num_classes=int(to_label.max()) + 1,
+            group_names=color_names,
+            source=source,
+        )
+
+    def _load_digits(self, generator: torch.Generator) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], str]:
+        """Real MNIST, or synthetic digits where `digits` asks for them or MNIST is unavailable."""
+        from src.digits import MnistUnavailable, load_mnist, synthetic_digits
+
+        if self.digits is not DigitSource.SYNTHETIC:
+            try:
+                return *load_mnist(self.root, download=self.download), "mnist"
+            except MnistUnavailable as error:
+                if self.digits is DigitSource.MNIST:
+                    raise UserError(
+                        f"dm.digits=MNIST, but there is {error}. Put the four MNIST files there, "
+                        "or set dm.root to where they are."
+                    ) from None
+                log.warning(f"WARNING: {error}; using SYNTHETIC digits instead (dm.digits=MNIST forbids this).")
+        # As many samples as MNIST has, so that results are comparable in scale.
+        train, test = synthetic_digits(60_000, generator=generator), synthetic_digits(10_000, generator=generator)
+        return train, test, "synthetic"
+
+
+def _resize(images: Tensor, side: int) -> Tensor:
+    """Resize (N, H, W) uint8 images to (N, side, side), a chunk at a time to bound memory."""
+    import torch
+    import torch.nn.functional as F
+
+    resized = torch.empty((len(images), side, side), dtype=torch.uint8)
+    for chunk in torch.arange(len(images)).split(8192):
+        scaled = F.interpolate(images[chunk].unsqueeze(1).float(), size=(side, side), mode="bilinear", antialias=True)
+        resized[chunk] = scaled.squeeze(1).round().clamp(0, 255).to(torch.uint8)
+    return resized
+
+
+def _colorize(images: Tensor, colors: Tensor, color_names: list[str]) -> Tensor:
+    """Tint (N, H, W) grey digits into (N, 3, H, W) uint8 images, colour `colors[i]` for image i."""
+    import torch
+
+    palette = torch.tensor([PALETTE[name] for name in color_names], dtype=torch.int32)
+    colored = torch.empty((len(images), 3, *images.shape[1:]), dtype=torch.uint8)
+    for chunk in torch.arange(len(images)).split(8192):
+        grey = images[chunk].to(torch.int32).unsqueeze(1)
+        colored[chunk] = ((grey * palette[colors[chunk], :, None, None] + 127) // 255).to(torch.uint8)
+    return colored

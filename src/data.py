@@ -1,0 +1,64 @@
+"""The data module interface: a config dataclass whose `build()` loads the data as tensors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import II
+
+from src.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["Data", "DataModule", "Split"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a data set, held whole in memory; batches are formed by indexing."""
+
+    images: Tensor  # uint8, (N, C, H, W): four times smaller than float until a batch is formed
+    labels: Tensor  # int64, (N,): the class to predict
+    groups: Tensor  # int64, (N,): the subgroup (a colour, an attribute) for fairness metrics
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Data:
+    """Everything the training loop needs to know about the data."""
+
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    group_names: list[str]  # the name of each subgroup index, used in metric names
+    source: str  # where the images came from, recorded with the results
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        channels, height, width = self.train.images.shape[1:]
+        return channels, height, width
+
+
+@dataclass(eq=False, kw_only=True)
+class DataModule(ABC):
+    """Interface for data modules; the fields shared by all of them."""
+
+    # An interpolation, resolved when the config is used: $HYDRA_EXAMPLE_DATA if set, else ./data.
+    root: Path = II("oc.env:HYDRA_EXAMPLE_DATA,data")
+    download: bool = True  # fetch missing files (the data set's own downloader)
+    default_res: int = 28  # side length of the square images fed to the model
+
+    def __post_init__(self) -> None:
+        if self.default_res < 1:
+            raise UserError(f"dm.default_res={self.default_res} must be 1 or more.")
+
+    @abstractmethod
+    def build(self, *, seed: int) -> Data:
+        """Load the data; `seed` fixes every random choice (splits, colours)."""

@@ -1,0 +1,95 @@
+"""Where CMNIST's digits come from: real MNIST through torchvision, or rendered synthetic digits."""
+
+import contextlib
+import io
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from src.errors import UserError
+
+__all__ = ["MnistUnavailable", "load_mnist", "synthetic_digits"]
+
+# The four files that torchvision's MNIST reads from ROOT/MNIST/raw.
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+SIDE = 28  # MNIST's image side; synthetic digits match it
+Digits = tuple[Tensor, Tensor]  # images, uint8 (N, 28, 28), and labels, int64 (N,)
+
+
+class MnistUnavailable(Exception):
+    """MNIST is neither on disk nor downloadable; the message says why."""
+
+
+def load_mnist(root: Path, *, download: bool) -> tuple[Digits, Digits]:
+    """The MNIST training and test sets, downloaded into `root` first if allowed and needed."""
+    from torchvision.datasets import MNIST
+
+    raw = root / "MNIST" / "raw"
+    on_disk = all((raw / name).is_file() for name in MNIST_FILES)
+    if not (on_disk or download):
+        raise MnistUnavailable(f"no MNIST files in {raw} and dm.download=false")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every download attempt
+            train = MNIST(str(root), train=True, download=download)
+            test = MNIST(str(root), train=False, download=download)
+    except (RuntimeError, URLError, OSError, AssertionError, ValueError) as error:
+        if on_disk:
+            raise UserError(f"The MNIST files in {raw} are unreadable ({error}); delete them and run again.") from None
+        reason = str(error).strip().splitlines()[-1]
+        raise MnistUnavailable(f"no MNIST files in {raw} and the download failed: {reason}") from None
+    return (train.data, train.targets), (test.data, test.targets)
+
+
+def synthetic_digits(num: int, *, generator: torch.Generator) -> Digits:
+    """`num` digits rendered from a font, each under its own random affine distortion."""
+    glyphs = _glyphs()
+    labels = torch.randint(10, (num,), generator=generator)
+    styles = torch.randint(len(glyphs), (num,), generator=generator)
+
+    def uniform(low: float, high: float) -> Tensor:
+        return low + (high - low) * torch.rand(num, generator=generator)
+
+    angle, scale, shear = uniform(-0.3, 0.3), uniform(0.85, 1.2), uniform(-0.3, 0.3)
+    # affine_grid maps output to input coordinates, so scale > 1 makes the digit smaller.
+    theta = torch.stack(
+        [
+            torch.stack([scale * angle.cos(), -scale * angle.sin() + shear, uniform(-0.12, 0.12)], 1),
+            torch.stack([scale * angle.sin(), scale * angle.cos(), uniform(-0.12, 0.12)], 1),
+        ],
+        1,
+    )
+    images = torch.empty((num, SIDE, SIDE), dtype=torch.uint8)
+    for chunk in torch.arange(num).split(8192):
+        source = glyphs[styles[chunk], labels[chunk]].unsqueeze(1)
+        grid = F.affine_grid(theta[chunk], list(source.shape), align_corners=False)
+        warped = F.grid_sample(source, grid, align_corners=False)
+        images[chunk] = (warped.squeeze(1) * 255).round().to(torch.uint8)
+    return images, labels
+
+
+def _glyphs() -> Tensor:
+    """The ten digits in three stroke widths, (3, 10, 28, 28) floats, centred like MNIST's."""
+    font = ImageFont.load_default(size=64)
+    styles: list[Tensor] = []
+    for stroke in (0, 3, 6):
+        digits: list[Tensor] = []
+        for digit in range(10):
+            canvas = Image.new("L", (128, 128))
+            ImageDraw.Draw(canvas).text((64, 64), str(digit), fill=255, font=font, anchor="mm", stroke_width=stroke, stroke_fill=255)
+            glyph = canvas.crop(canvas.getbbox())
+            # MNIST fits each digit into a 20x20 box in the middle of the 28x28 image.
+            glyph.thumbnail((20, 20), Image.Resampling.LANCZOS)
+            framed = Image.new("L", (SIDE, SIDE))
+            framed.paste(glyph, ((SIDE - glyph.width) // 2, (SIDE - glyph.height) // 2))
+            digits.append(torch.frombuffer(bytearray(framed.tobytes()), dtype=torch.uint8).view(SIDE, SIDE))
+        styles.append(torch.stack(digits))
+    return torch.stack(styles).float() / 255

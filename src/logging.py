@@ -1,0 +1,77 @@
+"""Weights & Biases logging, configured by the `wandb` config node."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from src.errors import UserError
+
+if TYPE_CHECKING:
+    from wandb.sdk.wandb_run import Run
+
+__all__ = ["WandbCfg", "WandbMode"]
+
+
+class WandbMode(Enum):
+    """`disabled` logs nothing, `offline` writes to `dir` for a later `wandb sync`."""
+
+    DISABLED = "disabled"
+    OFFLINE = "offline"
+    ONLINE = "online"
+
+
+@dataclass(eq=False, kw_only=True)
+class WandbCfg:
+    """Arguments of `wandb.init()`; see its documentation for what each one does."""
+
+    name: str | None = None
+    dir: str = "./local_logging"
+    id: str | None = None
+    project: str = "hydra-example"
+    group: str | None = None
+    entity: str | None = None  # None: your default entity
+    tags: list[str] | None = None
+    job_type: str | None = None
+    mode: WandbMode = WandbMode.DISABLED
+    resume: str | None = None
+
+    def build(self, config: dict[str, Any]) -> Run | None:
+        """Start a W&B run that records `config`; None when logging is disabled."""
+        if self.mode is WandbMode.DISABLED:
+            return None  # skip importing wandb, which takes a second
+        import wandb
+        from wandb.errors import CommError, UsageError
+
+        os.makedirs(self.dir, exist_ok=True)
+        # Without this, an unreachable server keeps `wandb.init()` waiting for 90 s.
+        init_timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
+        try:
+            return wandb.init(
+                name=self.name,
+                dir=self.dir,
+                id=self.id,
+                project=self.project,
+                group=self.group,
+                entity=self.entity,
+                tags=self.tags,
+                job_type=self.job_type,
+                mode=self.mode.value,
+                resume=self.resume,  # pyright: ignore[reportArgumentType]
+                config=config,
+                # Each job of a multirun is its own W&B run.
+                reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=init_timeout, silent=True),
+            )
+        except UsageError as error:
+            raise UserError(
+                f"W&B ({self.mode.value}) cannot start: {error} "
+                "Set WANDB_API_KEY or use wandb.mode=offline."
+            ) from None
+        except CommError as error:
+            raise UserError(
+                f"W&B ({self.mode.value}) could not reach its server within {init_timeout:.0f} s "
+                f"({error}); check the network, or use wandb.mode=offline."
+            ) from None

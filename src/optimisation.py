@@ -1,0 +1,58 @@
+"""How the model is trained: the optimiser, its settings and the length of training."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from src.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.optim import Optimizer
+
+__all__ = ["OptimisationCfg"]
+
+
+@dataclass(eq=False, kw_only=True)
+class OptimisationCfg:
+    """Settings of the optimiser and the training loop."""
+
+    lr: float = 5.0e-5
+    weight_decay: float = 0.0
+    optimizer_cls: str = "torch.optim.AdamW"  # dotted path to a `torch.optim.Optimizer` subclass
+    optimizer_kwargs: dict[str, Any] | None = None  # extra arguments, e.g. {betas: [0.9, 0.99]}
+    epochs: int = 2
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise UserError(f"opt.lr={self.lr} must be positive.")
+        if self.weight_decay < 0:
+            raise UserError(f"opt.weight_decay={self.weight_decay} must be 0 or more.")
+        if self.epochs < 1:
+            raise UserError(f"opt.epochs={self.epochs} must be 1 or more.")
+        if self.batch_size < 1:
+            raise UserError(f"opt.batch_size={self.batch_size} must be 1 or more.")
+
+    def build(self, params: Iterable[Tensor]) -> Optimizer:
+        """Build the optimiser for the given parameters."""
+        from torch.optim import Optimizer
+
+        module_name, _, class_name = self.optimizer_cls.rpartition(".")
+        try:
+            optimizer_cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError, ValueError):
+            optimizer_cls = None
+        if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, Optimizer)):
+            raise UserError(
+                f"opt.optimizer_cls={self.optimizer_cls} is not an optimiser class; "
+                "use a dotted path such as torch.optim.SGD."
+            )
+        kwargs = self.optimizer_kwargs or {}
+        try:
+            return optimizer_cls(params, lr=self.lr, weight_decay=self.weight_decay, **kwargs)
+        except TypeError as error:
+            raise UserError(f"opt.optimizer_kwargs={kwargs} do not fit {self.optimizer_cls}: {error}") from None

@@ -1,0 +1,134 @@
+"""The top-level `Config`, its registration with Hydra, and `run()`, which trains and evaluates."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from src.celeba import CelebADataModule
+from src.cmnist import CMNISTDataModule
+from src.data import DataModule
+from src.errors import UserError
+from src.logging import WandbCfg
+from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
+from src.optimisation import OptimisationCfg
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Config", "register_configs", "run"]
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(eq=False, kw_only=True)
+class Config:
+    """The schema of the whole configuration: Hydra checks every value and override against it."""
+
+    # MISSING: chosen by the `defaults` list in conf/config.yaml, or on the command line.
+    dm: DataModule = MISSING
+    model: ModelFactory = MISSING
+    opt: OptimisationCfg = field(default_factory=OptimisationCfg)
+    wandb: WandbCfg = field(default_factory=WandbCfg)
+    seed: int = 42
+    gpu: int = 0  # CUDA device index; -1 for the CPU
+
+    def __post_init__(self) -> None:
+        if self.gpu < -1:
+            raise UserError(f"gpu={self.gpu} is not a device: use a CUDA device index, or -1 for the CPU.")
+
+
+def register_configs() -> None:
+    """Put the config dataclasses in Hydra's ConfigStore, where YAML files and overrides find them."""
+    cs = ConfigStore.instance()
+    # The schema: conf/config.yaml lists it first in its defaults, so YAML values are checked against it.
+    cs.store(name="config_schema", node=Config)
+    # Options of a config group: `dm=celeba` on the command line selects the `CelebADataModule` node.
+    cs.store(group="dm", name="cmnist", node=CMNISTDataModule)
+    cs.store(group="dm", name="celeba", node=CelebADataModule)
+    cs.store(group="model", name="fcn", node=FcnFactory)
+    cs.store(group="model", name="cnn", node=SimpleCNNFactory)
+
+
+def run(raw_config: DictConfig, output_dir: Path) -> float:
+    """Train and evaluate as configured; return the validation accuracy for sweepers to optimise."""
+    # `to_object` turns the checked DictConfig into the dataclasses, whose `__post_init__` checks
+    # the values that types alone cannot (ranges, combinations).
+    cfg = OmegaConf.to_object(raw_config)
+    assert isinstance(cfg, Config)
+    log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
+
+    # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
+    import torch
+
+    from src.training import evaluate, fit
+
+    torch.manual_seed(cfg.seed)  # model initialisation, dropout
+    device = _device(cfg.gpu)
+    data = cfg.dm.build(seed=cfg.seed)
+    model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
+    log.info(f"Model architecture:\n{model}")
+    optimizer = cfg.opt.build(model.parameters())
+    logged_config = OmegaConf.to_container(raw_config, resolve=True)
+    assert isinstance(logged_config, dict)
+    wandb_run = cfg.wandb.build({**logged_config, "data_source": data.source})  # pyright: ignore[reportUnknownArgumentType]
+    try:
+
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            log.info(f"Epoch {epoch}/{cfg.opt.epochs}: {_summary(metrics, 'val')}")
+            if wandb_run is not None:
+                wandb_run.log(metrics | {"epoch": epoch})
+            final_metrics.update(metrics)
+
+        final_metrics: dict[str, float] = {}
+        fit(
+            model,
+            optimizer,
+            data,
+            epochs=cfg.opt.epochs,
+            batch_size=cfg.opt.batch_size,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            on_epoch_end=report,
+        )
+        final_metrics |= evaluate(model, data.test, data.group_names, prefix="test")
+        log.info(f"Test: {_summary(final_metrics, 'test')}")
+        if wandb_run is not None:
+            wandb_run.summary.update(final_metrics)
+    finally:
+        if wandb_run is not None:
+            wandb_run.finish()
+    metrics_file = output_dir / METRICS_FILE
+    record = {"status": "finished", "data_source": data.source, "metrics": final_metrics}
+    metrics_file.write_text(json.dumps(record, indent=2) + "\n")
+    log.info(f"Final val/acc={final_metrics['val/acc']:.4f} (all metrics: {metrics_file})")
+    return final_metrics["val/acc"]
+
+
+def _summary(metrics: dict[str, float], prefix: str) -> str:
+    """The headline metrics of one split, for the console."""
+    names = (f"{prefix}/acc", f"{prefix}/worst_group_acc", f"{prefix}/loss")
+    return " ".join(f"{name}={metrics[name]:.4f}" for name in names)
+
+
+def _device(gpu: int) -> torch.device:
+    """The CUDA device `gpu`, or the CPU when `gpu` is -1 or CUDA is not available."""
+    import torch
+
+    if gpu == -1:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        log.info("CUDA is not available; running on the CPU.")
+        return torch.device("cpu")
+    if gpu >= torch.cuda.device_count():
+        raise UserError(
+            f"gpu={gpu} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"0 to {torch.cuda.device_count() - 1}; use gpu=-1 for the CPU."
+        )
+    return torch.device("cuda", gpu)

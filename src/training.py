@@ -1,0 +1,74 @@
+"""The training loop and the metrics: plain PyTorch, with the whole data set held as tensors."""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from tqdm import tqdm
+
+from src.data import Data, Split
+
+__all__ = ["evaluate", "fit"]
+
+Metrics = dict[str, float]
+EVAL_BATCH_SIZE = 1024
+
+
+def fit(
+    model: nn.Module,
+    optimizer: Optimizer,
+    data: Data,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    on_epoch_end: Callable[[int, Metrics], None],
+) -> None:
+    """Train for `epochs` epochs, evaluating on the validation split after each one."""
+    device = next(model.parameters()).device
+    train = _to_device(data.train, device)
+    val = _to_device(data.val, device)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(train), generator=generator).to(device)
+        # `disable=None` hides the bar when output is not a terminal (a log file, a SLURM job).
+        for batch in tqdm(order.split(batch_size), desc=f"Epoch {epoch}/{epochs}", leave=False, disable=None):
+            loss = F.cross_entropy(model(_as_float(train.images[batch])), train.labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # pyright: ignore[reportUnknownMemberType]
+            optimizer.step()  # pyright: ignore[reportUnknownMemberType]
+        on_epoch_end(epoch, evaluate(model, val, data.group_names, prefix="val"))
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, group_names: list[str], *, prefix: str) -> Metrics:
+    """Loss, accuracy, and accuracy per subgroup with the worst of them, as `prefix/name`."""
+    device = next(model.parameters()).device
+    split = _to_device(split, device)
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.empty(len(split), dtype=torch.bool, device=device)
+    for start in range(0, len(split), EVAL_BATCH_SIZE):
+        end = start + EVAL_BATCH_SIZE
+        logits = model(_as_float(split.images[start:end]))
+        loss_sum += F.cross_entropy(logits, split.labels[start:end], reduction="sum")
+        correct[start:end] = logits.argmax(dim=1) == split.labels[start:end]
+    metrics = {f"{prefix}/loss": loss_sum.item() / len(split), f"{prefix}/acc": correct.float().mean().item()}
+    group_accs = {
+        f"{prefix}/acc_{name}": correct[split.groups == group].float().mean().item()
+        for group, name in enumerate(group_names)
+        if (split.groups == group).any()
+    }
+    metrics[f"{prefix}/worst_group_acc"] = min(group_accs.values())
+    return metrics | group_accs
+
+
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    """A batch of uint8 images as floats in [0, 1], made only when the batch is used."""
+    return images.float().div_(255)
+
+
+def _to_device(split: Split, device: torch.device) -> Split:
+    return Split(images=split.images.to(device), labels=split.labels.to(device), groups=split.groups.to(device))
