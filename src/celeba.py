@@ -10,7 +10,7 @@ from typing_extensions import override
 from src.data import Data, DataModule
 from src.errors import UserError
 
-__all__ = ["CelebAttr", "CelebADataModule"]
+__all__ = ["CelebADataModule", "CelebAttr"]
 
 
 class CelebAttr(Enum):

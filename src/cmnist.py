@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["CMNISTDataModule", "DigitSource"]
 
 log = logging.getLogger(__name__)
+CHUNK = 8192  # images transformed at once, to bound memory
 
 # Ten colours that stay distinct for most forms of colour blindness.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -113,12 +114,12 @@ class CMNISTDataModule(DataModule):
 
     def _load_digits(self, generator: torch.Generator) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], str]:
         """Real MNIST, or synthetic digits where `digits` asks for them or MNIST is unavailable."""
-        from src.digits import MnistUnavailable, load_mnist, synthetic_digits
+        from src.digits import MnistUnavailableError, load_mnist, synthetic_digits
 
         if self.digits is not DigitSource.SYNTHETIC:
             try:
                 return *load_mnist(self.root, download=self.download), "mnist"
-            except MnistUnavailable as error:
+            except MnistUnavailableError as error:
                 if self.digits is DigitSource.MNIST:
                     raise UserError(
                         f"dm.digits=MNIST, but there is {error}. Put the four MNIST files there, "
@@ -136,7 +137,8 @@ def _resize(images: Tensor, side: int) -> Tensor:
     import torch.nn.functional as F
 
     resized = torch.empty((len(images), side, side), dtype=torch.uint8)
-    for chunk in torch.arange(len(images)).split(8192):
+    for start in range(0, len(images), CHUNK):
+        chunk = slice(start, start + CHUNK)
         scaled = F.interpolate(images[chunk].unsqueeze(1).float(), size=(side, side), mode="bilinear", antialias=True)
         resized[chunk] = scaled.squeeze(1).round().clamp(0, 255).to(torch.uint8)
     return resized
@@ -148,7 +150,8 @@ def _colorize(images: Tensor, colors: Tensor, color_names: list[str]) -> Tensor:
 
     palette = torch.tensor([PALETTE[name] for name in color_names], dtype=torch.int32)
     colored = torch.empty((len(images), 3, *images.shape[1:]), dtype=torch.uint8)
-    for chunk in torch.arange(len(images)).split(8192):
+    for start in range(0, len(images), CHUNK):
+        chunk = slice(start, start + CHUNK)
         grey = images[chunk].to(torch.int32).unsqueeze(1)
         colored[chunk] = ((grey * palette[colors[chunk], :, None, None] + 127) // 255).to(torch.uint8)
     return colored

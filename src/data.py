@@ -51,7 +51,7 @@ class DataModule(ABC):
     """Interface for data modules; the fields shared by all of them."""
 
     # An interpolation, resolved when the config is used: $HYDRA_EXAMPLE_DATA if set, else ./data.
-    root: Path = II("oc.env:HYDRA_EXAMPLE_DATA,data")
+    root: Path = II("oc.env:HYDRA_EXAMPLE_DATA,data")  # noqa: RUF009 (a constant string)
     download: bool = True  # fetch missing files (the data set's own downloader)
     default_res: int = 28  # side length of the square images fed to the model
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from src.errors import UserError
 
-__all__ = ["MnistUnavailable", "load_mnist", "synthetic_digits"]
+__all__ = ["MnistUnavailableError", "load_mnist", "synthetic_digits"]
 
 # The four files that torchvision's MNIST reads from ROOT/MNIST/raw.
 MNIST_FILES = (
@@ -22,10 +22,11 @@ MNIST_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 SIDE = 28  # MNIST's image side; synthetic digits match it
+CHUNK = 8192  # images transformed at once, to bound memory
 Digits = tuple[Tensor, Tensor]  # images, uint8 (N, 28, 28), and labels, int64 (N,)
 
 
-class MnistUnavailable(Exception):
+class MnistUnavailableError(Exception):
     """MNIST is neither on disk nor downloadable; the message says why."""
 
 
@@ -36,7 +37,7 @@ def load_mnist(root: Path, *, download: bool) -> tuple[Digits, Digits]:
     raw = root / "MNIST" / "raw"
     on_disk = all((raw / name).is_file() for name in MNIST_FILES)
     if not (on_disk or download):
-        raise MnistUnavailable(f"no MNIST files in {raw} and dm.download=false")
+        raise MnistUnavailableError(f"no MNIST files in {raw} and dm.download=false")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every download attempt
             train = MNIST(str(root), train=True, download=download)
@@ -45,7 +46,7 @@ def load_mnist(root: Path, *, download: bool) -> tuple[Digits, Digits]:
         if on_disk:
             raise UserError(f"The MNIST files in {raw} are unreadable ({error}); delete them and run again.") from None
         reason = str(error).strip().splitlines()[-1]
-        raise MnistUnavailable(f"no MNIST files in {raw} and the download failed: {reason}") from None
+        raise MnistUnavailableError(f"no MNIST files in {raw} and the download failed: {reason}") from None
     return (train.data, train.targets), (test.data, test.targets)
 
 
@@ -68,7 +69,8 @@ def synthetic_digits(num: int, *, generator: torch.Generator) -> Digits:
         1,
     )
     images = torch.empty((num, SIDE, SIDE), dtype=torch.uint8)
-    for chunk in torch.arange(num).split(8192):
+    for start in range(0, num, CHUNK):
+        chunk = slice(start, start + CHUNK)
         source = glyphs[styles[chunk], labels[chunk]].unsqueeze(1)
         grid = F.affine_grid(theta[chunk], list(source.shape), align_corners=False)
         warped = F.grid_sample(source, grid, align_corners=False)
@@ -84,7 +86,9 @@ def _glyphs() -> Tensor:
         digits: list[Tensor] = []
         for digit in range(10):
             canvas = Image.new("L", (128, 128))
-            ImageDraw.Draw(canvas).text((64, 64), str(digit), fill=255, font=font, anchor="mm", stroke_width=stroke, stroke_fill=255)
+            ImageDraw.Draw(canvas).text(
+                (64, 64), str(digit), fill=255, font=font, anchor="mm", stroke_width=stroke, stroke_fill=255
+            )
             glyph = canvas.crop(canvas.getbbox())
             # MNIST fits each digit into a 20x20 box in the middle of the 28x28 image.
             glyph.thumbnail((20, 20), Image.Resampling.LANCZOS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.errors import UserError
@@ -45,9 +46,9 @@ class WandbCfg:
         import wandb
         from wandb.errors import CommError, UsageError
 
-        os.makedirs(self.dir, exist_ok=True)
+        Path(self.dir).mkdir(parents=True, exist_ok=True)
         # Without this, an unreachable server keeps `wandb.init()` waiting for 90 s.
-        init_timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
+        init_timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", "30"))
         try:
             return wandb.init(
                 name=self.name,
@@ -67,8 +68,7 @@ class WandbCfg:
             )
         except UsageError as error:
             raise UserError(
-                f"W&B ({self.mode.value}) cannot start: {error} "
-                "Set WANDB_API_KEY or use wandb.mode=offline."
+                f"W&B ({self.mode.value}) cannot start: {error} Set WANDB_API_KEY or use wandb.mode=offline."
             ) from None
         except CommError as error:
             raise UserError(

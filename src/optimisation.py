@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from src.errors import UserError
 
@@ -52,7 +52,9 @@ class OptimisationCfg:
                 "use a dotted path such as torch.optim.SGD."
             )
         kwargs = self.optimizer_kwargs or {}
+        # Subclasses take `lr` and `weight_decay`, which the base class's signature does not show.
+        build_optimizer = cast(Callable[..., Optimizer], optimizer_cls)
         try:
-            return optimizer_cls(params, lr=self.lr, weight_decay=self.weight_decay, **kwargs)
+            return build_optimizer(params, lr=self.lr, weight_decay=self.weight_decay, **kwargs)
         except TypeError as error:
             raise UserError(f"opt.optimizer_kwargs={kwargs} do not fit {self.optimizer_cls}: {error}") from None

@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -70,15 +70,14 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
 
     from src.training import evaluate, fit
 
-    torch.manual_seed(cfg.seed)  # model initialisation, dropout
+    torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
     device = _device(cfg.gpu)
     data = cfg.dm.build(seed=cfg.seed)
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
     log.info(f"Model architecture:\n{model}")
     optimizer = cfg.opt.build(model.parameters())
-    logged_config = OmegaConf.to_container(raw_config, resolve=True)
-    assert isinstance(logged_config, dict)
-    wandb_run = cfg.wandb.build({**logged_config, "data_source": data.source})  # pyright: ignore[reportUnknownArgumentType]
+    logged_config = cast(dict[str, Any], OmegaConf.to_container(raw_config, resolve=True))
+    wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source})
     try:
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -100,7 +99,7 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         final_metrics |= evaluate(model, data.test, data.group_names, prefix="test")
         log.info(f"Test: {_summary(final_metrics, 'test')}")
         if wandb_run is not None:
-            wandb_run.summary.update(final_metrics)
+            wandb_run.log(final_metrics)
     finally:
         if wandb_run is not None:
             wandb_run.finish()

@@ -33,8 +33,10 @@ def fit(
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(train), generator=generator).to(device)
+        starts = range(0, len(train), batch_size)
         # `disable=None` hides the bar when output is not a terminal (a log file, a SLURM job).
-        for batch in tqdm(order.split(batch_size), desc=f"Epoch {epoch}/{epochs}", leave=False, disable=None):
+        for start in tqdm(starts, desc=f"Epoch {epoch}/{epochs}", leave=False, disable=None):
+            batch = order[start : start + batch_size]
             loss = F.cross_entropy(model(_as_float(train.images[batch])), train.labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # pyright: ignore[reportUnknownMemberType]

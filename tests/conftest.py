@@ -1,0 +1,55 @@
+"""Shared fixtures: small MNIST files in the real IDX format, and a way to run `main.py`."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.digits import MNIST_FILES, synthetic_digits
+
+REPO = Path(__file__).resolve().parents[1]
+RunMain = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor as an IDX file: zero, type 0x08 (ubyte), rank, big-endian sizes, data."""
+    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(size.to_bytes(4, "big") for size in array.shape)
+    path.write_bytes(header + array.contiguous().numpy().tobytes())
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a small MNIST (1,200 training and 300 test digits) as torchvision expects."""
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    train_images, train_labels = synthetic_digits(1200, generator=generator)
+    test_images, test_labels = synthetic_digits(300, generator=generator)
+    arrays = (train_images, train_labels.to(torch.uint8), test_images, test_labels.to(torch.uint8))
+    for name, array in zip(MNIST_FILES, arrays, strict=True):
+        write_idx(raw / name, array)
+    return root
+
+
+@pytest.fixture
+def run_main(mnist_root: Path, tmp_path: Path) -> RunMain:
+    """Run `python main.py ARGS` in `tmp_path`, on the small MNIST unless `env` says otherwise."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        full_env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"} | (env or {})
+        return subprocess.run(
+            [sys.executable, str(REPO / "main.py"), *args],
+            cwd=tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
