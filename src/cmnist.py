@@ -50,7 +50,9 @@ class CMNISTDataModule(DataModule):
     shortcut; validation and test colours are always random, so their per-colour accuracy shows
     whether the model learnt the digit or the colour."""
 
-    label_map: dict[int, int] | None = None  # digit -> label, e.g. to a binary task; others dropped
+    # digit -> label, e.g. `+dm.label_map={0: 0, 1: 1}` for a binary task; other digits are dropped.
+    # (The `+`: Hydra can only add a dict where the current value is null, not override one.)
+    label_map: dict[int, int] | None = None
     colors: list[int] | None = None  # palette entries to draw with; None: all of them
     num_colors: int = 10  # palette size: the first `num_colors` of the ten colours
     correlation: float = 0.0  # chance that a training digit gets its label's colour, else random

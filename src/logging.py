@@ -68,10 +68,12 @@ class WandbCfg:
             )
         except UsageError as error:
             raise UserError(
-                f"W&B ({self.mode.value}) cannot start: {error} Set WANDB_API_KEY or use wandb.mode=offline."
+                f"W&B cannot start in {self.mode.value} mode: {error} "
+                "(Or set WANDB_API_KEY, or use wandb.mode=offline.)"
             ) from None
         except CommError as error:
+            reason = str(error).splitlines()[0]
             raise UserError(
-                f"W&B ({self.mode.value}) could not reach its server within {init_timeout:.0f} s "
-                f"({error}); check the network, or use wandb.mode=offline."
+                f"W&B could not reach its server within {init_timeout:.0f} s ({reason}); "
+                "check the network or WANDB_INIT_TIMEOUT, or use wandb.mode=offline."
             ) from None

@@ -84,25 +84,17 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
             log.info(f"Epoch {epoch}/{cfg.opt.epochs}: {_summary(metrics, 'val')}")
             if wandb_run is not None:
                 wandb_run.log(metrics | {"epoch": epoch})
-            final_metrics.update(metrics)
 
-        final_metrics: dict[str, float] = {}
-        fit(
-            model,
-            optimizer,
-            data,
-            epochs=cfg.opt.epochs,
-            batch_size=cfg.opt.batch_size,
-            generator=torch.Generator().manual_seed(cfg.seed),
-            on_epoch_end=report,
-        )
-        final_metrics |= evaluate(model, data.test, data.group_names, prefix="test")
-        log.info(f"Test: {_summary(final_metrics, 'test')}")
+        generator = torch.Generator().manual_seed(cfg.seed)  # the order of the training batches
+        val_metrics = fit(model, optimizer, data, opt=cfg.opt, generator=generator, on_epoch_end=report)
+        test_metrics = evaluate(model, data.test, data.group_names, prefix="test")
+        log.info(f"Test: {_summary(test_metrics, 'test')}")
         if wandb_run is not None:
-            wandb_run.log(final_metrics)
+            wandb_run.log(test_metrics)
     finally:
         if wandb_run is not None:
             wandb_run.finish()
+    final_metrics = val_metrics | test_metrics
     metrics_file = output_dir / METRICS_FILE
     record = {"status": "finished", "data_source": data.source, "metrics": final_metrics}
     metrics_file.write_text(json.dumps(record, indent=2) + "\n")

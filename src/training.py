@@ -9,6 +9,7 @@ from torch.optim import Optimizer
 from tqdm import tqdm
 
 from src.data import Data, Split
+from src.optimisation import OptimisationCfg
 
 __all__ = ["evaluate", "fit"]
 
@@ -21,27 +22,29 @@ def fit(
     optimizer: Optimizer,
     data: Data,
     *,
-    epochs: int,
-    batch_size: int,
+    opt: OptimisationCfg,
     generator: torch.Generator,
     on_epoch_end: Callable[[int, Metrics], None],
-) -> None:
-    """Train for `epochs` epochs, evaluating on the validation split after each one."""
+) -> Metrics:
+    """Train for `opt.epochs` epochs; return the validation metrics, which are reported after each."""
     device = next(model.parameters()).device
     train = _to_device(data.train, device)
     val = _to_device(data.val, device)
-    for epoch in range(1, epochs + 1):
+    metrics: Metrics = {}
+    for epoch in range(1, opt.epochs + 1):
         model.train()
         order = torch.randperm(len(train), generator=generator).to(device)
-        starts = range(0, len(train), batch_size)
+        starts = range(0, len(train), opt.batch_size)
         # `disable=None` hides the bar when output is not a terminal (a log file, a SLURM job).
-        for start in tqdm(starts, desc=f"Epoch {epoch}/{epochs}", leave=False, disable=None):
-            batch = order[start : start + batch_size]
+        for start in tqdm(starts, desc=f"Epoch {epoch}/{opt.epochs}", leave=False, disable=None):
+            batch = order[start : start + opt.batch_size]
             loss = F.cross_entropy(model(_as_float(train.images[batch])), train.labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # pyright: ignore[reportUnknownMemberType]
             optimizer.step()  # pyright: ignore[reportUnknownMemberType]
-        on_epoch_end(epoch, evaluate(model, val, data.group_names, prefix="val"))
+        metrics = evaluate(model, val, data.group_names, prefix="val")
+        on_epoch_end(epoch, metrics)
+    return metrics
 
 
 @torch.inference_mode()

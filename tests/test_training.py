@@ -15,3 +15,57 @@ def test_default_run_learns_the_digits(run_main: RunMain, tmp_path: Path) -> Non
     assert record["data_source"] == "mnist"
     assert record["metrics"]["val/acc"] > 0.5  # ten classes: chance is 0.1
     assert f"Final val/acc={record['metrics']['val/acc']:.4f}" in result.stdout
+
+
+def test_the_same_seed_gives_the_same_metrics_bit_for_bit(run_main: RunMain, tmp_path: Path) -> None:
+    runs = {"a": "seed=7", "b": "seed=7", "c": "seed=8"}
+    for out, seed in runs.items():
+        result = run_main(seed, "opt.epochs=1", "model.hidden_dim=64", "dm.correlation=0.5", f"hydra.run.dir={out}")
+        assert result.returncode == 0, result.stderr
+    metrics = {out: json.loads((tmp_path / out / "metrics.json").read_text())["metrics"] for out in runs}
+    assert metrics["a"] == metrics["b"]
+    assert metrics["a"] != metrics["c"]
+
+
+def test_without_mnist_the_run_uses_synthetic_digits_and_says_so(run_main: RunMain, tmp_path: Path) -> None:
+    args = ("dm.root=empty", "dm.download=false", "model.hidden_dim=32", "opt.epochs=1", "hydra.run.dir=out")
+    result = run_main(*args)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: no MNIST files in empty/MNIST/raw and dm.download=false; using SYNTHETIC digits" in result.stdout
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert record["data_source"] == "synthetic"
+    assert record["metrics"]["test/acc"] > 0.5
+
+
+def test_synthetic_digits_can_be_forced(run_main: RunMain, tmp_path: Path) -> None:
+    result = run_main("dm.digits=SYNTHETIC", "model=cnn", "opt.epochs=1", "opt.lr=1e-3", "hydra.run.dir=out")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stdout
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["data_source"] == "synthetic"
+
+
+def test_label_map_colors_and_resolution_shape_the_data(run_main: RunMain, tmp_path: Path) -> None:
+    args = ("+dm.label_map={3: 0, 8: 1}", "dm.colors=[1, 4]", "dm.num_colors=5", "dm.default_res=20", "model=cnn")
+    result = run_main(
+        *args, "model.kernel_size=3", "opt.lr=3e-3", "opt.batch_size=16", "opt.epochs=6", "hydra.run.dir=out"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Conv2d(3, 6, kernel_size=(3, 3)" in result.stdout
+    assert "Linear(in_features=144, out_features=120" in result.stdout  # 16 channels x 3 x 3 from 20x20
+    assert "Linear(in_features=84, out_features=2" in result.stdout  # two classes
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+    assert {name for name in metrics if name.startswith("val/acc_")} == {"val/acc_green", "val/acc_orange"}
+    assert metrics["val/acc"] > 0.6  # 3 against 8: chance is 0.5
+
+
+def test_a_colour_shortcut_shows_in_worst_group_accuracy(run_main: RunMain, tmp_path: Path) -> None:
+    # Every training digit wears its label's colour: a model can learn the colour instead of the
+    # digit, and validation, where colours are random, exposes it.
+    args = ("dm.correlation=1.0", "model=single_linear_layer", "opt.lr=1e-2", "opt.epochs=1")
+    shortcut = run_main(*args, "hydra.run.dir=shortcut")
+    honest = run_main(*args, "dm.correlation=0.0", "hydra.run.dir=honest")
+    assert shortcut.returncode == honest.returncode == 0, shortcut.stderr + honest.stderr
+    shortcut_metrics, honest_metrics = (
+        json.loads((tmp_path / out / "metrics.json").read_text())["metrics"] for out in ("shortcut", "honest")
+    )
+    assert shortcut_metrics["val/worst_group_acc"] < honest_metrics["val/worst_group_acc"]

@@ -1,0 +1,25 @@
+# The two commands of this project: `make run` trains with the default config (add Hydra overrides
+# with ARGS="model=cnn seed=1"), `make test` runs the linters, the type checker and the tests.
+# Both create the virtual environment .venv from requirements-dev.lock the first time.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lock
+
+run: $(VENV)/installed
+	$(BIN)/python main.py $(ARGS)
+
+test: $(VENV)/installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pyright
+	$(BIN)/pytest
+
+# Pin new versions after changing the dependencies in pyproject.toml.
+lock:
+	scripts/lock.sh
+
+$(VENV)/installed: requirements-dev.lock
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements-dev.lock
+	touch $@
