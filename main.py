@@ -15,7 +15,9 @@ register_configs()
 
 
 # No `version_base`: Hydra 1.4 uses its own defaults (no change of working directory).
-@hydra.main(config_path="conf", config_name="config")
+# `execution_whitelist`: the only code that a config's `_target_` may name (our callbacks); a
+# config from elsewhere cannot make Hydra import and run anything else.
+@hydra.main(config_path="conf", config_name="config", execution_whitelist=("src.*",))
 def main(cfg: DictConfig) -> float:
     try:
         # The value returned is what sweepers such as Optuna optimise.

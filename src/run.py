@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -98,7 +99,7 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     metrics_file = output_dir / METRICS_FILE
     record = {"status": "finished", "data_source": data.source, "metrics": final_metrics}
     metrics_file.write_text(json.dumps(record, indent=2) + "\n")
-    log.info(f"Final val/acc={final_metrics['val/acc']:.4f} (all metrics: {metrics_file})")
+    log.info(f"Final val/acc={final_metrics['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)})")
     return final_metrics["val/acc"]
 
 
