@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from enum import Enum
+from typing import NoReturn
 
+from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
-from src.data import Data, DataModule
+from src.data import Data, DataModule, Split
 from src.errors import UserError
 
-__all__ = ["CelebADataModule", "CelebAttr"]
+__all__ = ["CelebADataModule", "CelebAttr", "UnknownAttributeError"]
+
+
+class UnknownAttributeError(OmegaConfBaseException):
+    """A name that is no CelebA attribute. An OmegaConf error, so that Hydra reports it as it reports
+    any bad override: one message, no traceback."""
 
 
 class CelebAttr(Enum):
@@ -58,15 +66,27 @@ class CelebAttr(Enum):
     YOUNG = "Young"
     BLOND = "Blond_Hair"  # an alias of BLOND_HAIR, the short name used in this project's examples
 
+    @classmethod
+    def _missing_(cls, value: object) -> NoReturn:
+        # OmegaConf calls `CelebAttr(value)` when `value` is not a name; its own error lists all 41 names
+        # but suggests none. Not a ValueError, which OmegaConf would replace by that list.
+        names = list(cls.__members__)
+        typed = str(value).upper()
+        # A word of a name (BEARD: NO_BEARD; HAT: WEARING_HAT) is a better guess than a similar spelling.
+        closest = [name for name in names if typed in name.split("_")] or difflib.get_close_matches(typed, names, n=1)
+        hint = f" (did you mean {' or '.join(closest)}?)" if closest else ""
+        raise UnknownAttributeError(f"{value!r} is not a CelebA attribute{hint}; choose one of {', '.join(names)}.")
+
 
 @dataclass(eq=False, kw_only=True)
 class CelebADataModule(DataModule):
     """CelebA for fairness experiments: predict `superclass`, measure per `subclass` group."""
 
-    default_res: int = 128
+    default_res: int = 64  # the aligned images are 178x218; `celeba_male_smiling_small` uses 32
     superclass: CelebAttr = CelebAttr.SMILING  # the attribute to predict
     subclass: CelebAttr = CelebAttr.MALE  # the attribute that defines the subgroups
-    split_seed: int | None = None  # None: the official partition; a number: a random re-split
+    # None: the official partition; a number: a random re-split of the same sizes (identities then cross splits)
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,4 +95,31 @@ class CelebADataModule(DataModule):
 
     @override
     def build(self, *, seed: int) -> Data:
-        raise UserError("The CelebA data module cannot load images yet; use dm=cmnist for now.")
+        """CelebA with labels `superclass` and groups `subclass`; the split depends on `split_seed`, not `seed`,
+        so that runs with different seeds share it."""
+        import torch
+
+        from src.celeba_files import load_celeba
+
+        columns = [attribute.value for attribute in CelebAttr]  # iterating an Enum skips the alias BLOND
+        celeba = load_celeba(self.root, res=self.default_res, download=self.download, attribute_names=columns)
+        partition = celeba.partition
+        if self.split_seed is not None:
+            generator = torch.Generator().manual_seed(self.split_seed)
+            partition = partition[torch.randperm(len(partition), generator=generator)]
+        labels = celeba.attributes[:, columns.index(self.superclass.value)].long()
+        groups = celeba.attributes[:, columns.index(self.subclass.value)].long()
+
+        def split(index: int) -> Split:
+            members = partition == index
+            return Split(images=celeba.images[members], labels=labels[members], groups=groups[members])
+
+        return Data(
+            train=split(0),
+            val=split(1),
+            test=split(2),
+            num_classes=2,
+            # Metric names such as val/acc_not_Male: no spaces or slashes, which W&B would show as nesting.
+            group_names=[f"not_{self.subclass.value}", self.subclass.value],
+            source="celeba",
+        )

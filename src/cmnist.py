@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from typing_extensions import override
@@ -13,7 +14,6 @@ from src.data import Data, DataModule, Split
 from src.errors import UserError
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor
 
 __all__ = ["CMNISTDataModule", "DigitSource"]
@@ -81,56 +81,84 @@ class CMNISTDataModule(DataModule):
 
     @override
     def build(self, *, seed: int) -> Data:
+        from src.cache import cache_key, load_or_build
+
+        mnist_files = self._find_mnist()
+        source = "synthetic" if mnist_files is None else "mnist"
+        # Everything that changes the tensors names the cache file: these settings, the seed (split and
+        # colours), and the MNIST files' sizes and times.
+        stats = [(file.stat().st_size, file.stat().st_mtime_ns) for file in mnist_files or []]
+        settings = {name: getattr(self, name) for name in ("default_res", "label_map", "colors", "num_colors")}
+        settings |= {"correlation": self.correlation, "val_prop": self.val_prop, "seed": seed, "files": stats}
+        path = self.root / "cache" / f"cmnist-{source}-{cache_key(settings)}.pt"
+        tensors = load_or_build(path, lambda: self._prepare(source, seed))
+        splits = {
+            name: Split(
+                images=tensors[f"{name}_images"], labels=tensors[f"{name}_labels"], groups=tensors[f"{name}_groups"]
+            )
+            for name in ("train", "val", "test")
+        }
+        num_classes = 10 if self.label_map is None else len(set(self.label_map.values()))
+        return Data(**splits, num_classes=num_classes, group_names=self._color_names(), source=source)
+
+    def _find_mnist(self) -> list[Path] | None:
+        """MNIST's files, or None where synthetic digits are asked for or MNIST is unavailable (with a warning)."""
+        from src.digits import MnistUnavailableError, ensure_mnist
+
+        if self.digits is DigitSource.SYNTHETIC:
+            return None
+        try:
+            return ensure_mnist(self.root, download=self.download)
+        except MnistUnavailableError as error:
+            if self.digits is DigitSource.MNIST:
+                raise UserError(
+                    f"dm.digits=MNIST, but there is {error}. Put the four MNIST files there, "
+                    "or set dm.root to where they are."
+                ) from None
+            log.warning(f"WARNING: {error}; using SYNTHETIC digits instead (dm.digits=MNIST forbids this).")
+            return None
+
+    def _color_names(self) -> list[str]:
+        palette = list(PALETTE)[: self.num_colors]
+        return [palette[i] for i in self.colors or range(self.num_colors)]
+
+    def _prepare(self, source: str, seed: int) -> dict[str, Tensor]:
+        """Load, resize, split and colour the digits: the tensors that the cache keeps."""
         import torch
 
+        from src.digits import load_mnist, synthetic_digits
+
         generator = torch.Generator().manual_seed(seed)
-        (train_images, train_digits), (test_images, test_digits), source = self._load_digits(generator)
+        if source == "mnist":
+            (train_images, train_digits), (test_images, test_digits) = load_mnist(self.root)
+        else:  # as many digits as MNIST has, so that results are comparable in scale
+            train_images, train_digits = synthetic_digits(60_000, generator=generator)
+            test_images, test_digits = synthetic_digits(10_000, generator=generator)
         if self.default_res != train_images.shape[-1]:
             train_images, test_images = _resize(train_images, self.default_res), _resize(test_images, self.default_res)
-        palette = list(PALETTE)[: self.num_colors]
-        color_names = [palette[i] for i in self.colors or range(self.num_colors)]
+        color_names = self._color_names()
         to_label = torch.arange(10) if self.label_map is None else torch.full((10,), -1)
         for digit, label in (self.label_map or {}).items():
             to_label[digit] = label
 
-        def split(images: Tensor, digits: Tensor, correlation: float) -> Split:
+        def split(name: str, images: Tensor, digits: Tensor, correlation: float) -> dict[str, Tensor]:
             labels = to_label[digits]
             keep = labels >= 0  # digits missing from `label_map` are dropped
             images, labels = images[keep], labels[keep]
             colors = torch.randint(len(color_names), labels.shape, generator=generator)
             tied = torch.rand(labels.shape, generator=generator) < correlation
             colors = torch.where(tied, labels % len(color_names), colors)
-            return Split(images=_colorize(images, colors, color_names), labels=labels, groups=colors)
+            images = _colorize(images, colors, color_names)
+            return {f"{name}_images": images, f"{name}_labels": labels, f"{name}_groups": colors}
 
         order = torch.randperm(len(train_digits), generator=generator)
         num_val = round(len(order) * self.val_prop)
         val, train = order[:num_val], order[num_val:]
-        return Data(
-            train=split(train_images[train], train_digits[train], self.correlation),
-            val=split(train_images[val], train_digits[val], 0.0),
-            test=split(test_images, test_digits, 0.0),
-            num_classes=int(to_label.max()) + 1,
-            group_names=color_names,
-            source=source,
+        return (
+            split("train", train_images[train], train_digits[train], self.correlation)
+            | split("val", train_images[val], train_digits[val], 0.0)
+            | split("test", test_images, test_digits, 0.0)
         )
-
-    def _load_digits(self, generator: torch.Generator) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], str]:
-        """Real MNIST, or synthetic digits where `digits` asks for them or MNIST is unavailable."""
-        from src.digits import MnistUnavailableError, load_mnist, synthetic_digits
-
-        if self.digits is not DigitSource.SYNTHETIC:
-            try:
-                return *load_mnist(self.root, download=self.download), "mnist"
-            except MnistUnavailableError as error:
-                if self.digits is DigitSource.MNIST:
-                    raise UserError(
-                        f"dm.digits=MNIST, but there is {error}. Put the four MNIST files there, "
-                        "or set dm.root to where they are."
-                    ) from None
-                log.warning(f"WARNING: {error}; using SYNTHETIC digits instead (dm.digits=MNIST forbids this).")
-        # As many samples as MNIST has, so that results are comparable in scale.
-        train, test = synthetic_digits(60_000, generator=generator), synthetic_digits(10_000, generator=generator)
-        return train, test, "synthetic"
 
 
 def _resize(images: Tensor, side: int) -> Tensor:

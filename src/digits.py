@@ -12,7 +12,7 @@ from torch import Tensor
 
 from src.errors import UserError
 
-__all__ = ["MnistUnavailableError", "load_mnist", "synthetic_digits"]
+__all__ = ["MnistUnavailableError", "ensure_mnist", "load_mnist", "synthetic_digits"]
 
 # The four files that torchvision's MNIST reads from ROOT/MNIST/raw.
 MNIST_FILES = (
@@ -30,23 +30,36 @@ class MnistUnavailableError(Exception):
     """MNIST is neither on disk nor downloadable; the message says why."""
 
 
-def load_mnist(root: Path, *, download: bool) -> tuple[Digits, Digits]:
-    """The MNIST training and test sets, downloaded into `root` first if allowed and needed."""
+def ensure_mnist(root: Path, *, download: bool) -> list[Path]:
+    """The four MNIST files in ROOT/MNIST/raw, downloaded there first if they are missing and allowed."""
+    raw = root / "MNIST" / "raw"
+    files = [raw / name for name in MNIST_FILES]
+    if all(file.is_file() for file in files):
+        return files
+    if not download:
+        raise MnistUnavailableError(f"no MNIST files in {raw} and dm.download=false")
+    # Imported only here and in `load_mnist`: a run that reads its data from the cache skips torchvision.
     from torchvision.datasets import MNIST
 
-    raw = root / "MNIST" / "raw"
-    on_disk = all((raw / name).is_file() for name in MNIST_FILES)
-    if not (on_disk or download):
-        raise MnistUnavailableError(f"no MNIST files in {raw} and dm.download=false")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every download attempt
-            train = MNIST(str(root), train=True, download=download)
-            test = MNIST(str(root), train=False, download=download)
-    except (RuntimeError, URLError, OSError, AssertionError, ValueError) as error:
-        if on_disk:
-            raise UserError(f"The MNIST files in {raw} are unreadable ({error}); delete them and run again.") from None
+            MNIST(str(root), download=True)
+    except (RuntimeError, URLError, OSError) as error:
         reason = str(error).strip().splitlines()[-1]
         raise MnistUnavailableError(f"no MNIST files in {raw} and the download failed: {reason}") from None
+    return files
+
+
+def load_mnist(root: Path) -> tuple[Digits, Digits]:
+    """The MNIST training and test sets from ROOT/MNIST/raw (see `ensure_mnist`)."""
+    from torchvision.datasets import MNIST
+
+    try:
+        train, test = MNIST(str(root), train=True), MNIST(str(root), train=False)
+    except (RuntimeError, OSError, AssertionError, ValueError) as error:
+        raise UserError(
+            f"The MNIST files in {root / 'MNIST' / 'raw'} are unreadable ({error}); delete them and run again."
+        ) from None
     return (train.data, train.targets), (test.data, test.targets)
 
 

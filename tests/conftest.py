@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from src.digits import MNIST_FILES, synthetic_digits
+from tests.celeba_folder import write_celeba
 
 REPO = Path(__file__).resolve().parents[1]
 RunMain = Callable[..., subprocess.CompletedProcess[str]]
@@ -23,8 +24,10 @@ def write_idx(path: Path, array: torch.Tensor) -> None:
 
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root holding a small MNIST (1,200 training and 300 test digits) as torchvision expects."""
+    """A data root holding a small MNIST (1,200 training and 300 test digits) as torchvision expects,
+    and a tiny CelebA (48 faces), so that every README command finds its data."""
     root = tmp_path_factory.mktemp("data")
+    write_celeba(root)
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     generator = torch.Generator().manual_seed(0)
