@@ -26,6 +26,7 @@ class OptimisationCfg:
     optimizer_kwargs: dict[str, Any] | None = None  # extra arguments, e.g. {betas: [0.9, 0.99]}
     epochs: int = 2
     batch_size: int = 256
+    mixed_precision: bool = False  # train in bfloat16 autocast: faster on recent GPUs, slower on most CPUs
 
     def __post_init__(self) -> None:
         if self.lr <= 0:

@@ -28,6 +28,7 @@ def fit(
 ) -> Metrics:
     """Train for `opt.epochs` epochs; return the validation metrics, which are reported after each."""
     device = next(model.parameters()).device
+    # The whole data set moves to the device once: no copy from the host for each batch.
     train = _to_device(data.train, device)
     val = _to_device(data.val, device)
     metrics: Metrics = {}
@@ -38,7 +39,8 @@ def fit(
         # `disable=None` hides the bar when output is not a terminal (a log file, a SLURM job).
         for start in tqdm(starts, desc=f"Epoch {epoch}/{opt.epochs}", leave=False, disable=None):
             batch = order[start : start + opt.batch_size]
-            loss = F.cross_entropy(model(_as_float(train.images[batch])), train.labels[batch])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.mixed_precision):
+                loss = F.cross_entropy(model(_as_float(train.images[batch])), train.labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # pyright: ignore[reportUnknownMemberType]
             optimizer.step()  # pyright: ignore[reportUnknownMemberType]

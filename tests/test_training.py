@@ -69,3 +69,9 @@ def test_a_colour_shortcut_shows_in_worst_group_accuracy(run_main: RunMain, tmp_
         json.loads((tmp_path / out / "metrics.json").read_text())["metrics"] for out in ("shortcut", "honest")
     )
     assert shortcut_metrics["val/worst_group_acc"] < honest_metrics["val/worst_group_acc"]
+
+
+def test_mixed_precision_trains(run_main: RunMain, tmp_path: Path) -> None:
+    result = run_main("opt.mixed_precision=true", "model.hidden_dim=64", "opt.lr=1e-3", "hydra.run.dir=out")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]["val/acc"] > 0.5
