@@ -32,17 +32,20 @@ log() { echo "slurm-cluster: $*"; }
 # PID recorded for a daemon, printed only while that process is still alive and
 # still the daemon we started (guards against PID reuse).
 live_pid() {
-  local pidfile="$DIR/run/$1.pid" pid
+  local pidfile="$DIR/run/$1.pid" pid argv0=""
   [[ -f $pidfile ]] || return 1
   pid=$(<"$pidfile")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$1" || return 1
+  { IFS= read -r -d '' argv0 <"/proc/$pid/cmdline"; } 2>/dev/null || true
+  [[ ${argv0##*/} == "$1" ]] || return 1
   echo "$pid"
 }
 
+# Whether the cluster answers sinfo (checks the slurmctld PID first: sinfo
+# takes ~10 s to give up on a dead controller).
 answers() {
-  [[ -f $CONF ]] && SLURM_CONF="$CONF" timeout 10 sinfo -h >/dev/null 2>&1
+  [[ -f $CONF ]] && live_pid slurmctld >/dev/null &&
+    SLURM_CONF="$CONF" timeout 10 sinfo -h >/dev/null 2>&1
 }
 
 ensure_installed() {
@@ -60,45 +63,84 @@ ensure_installed() {
   fi
 }
 
-# Run "$@" in its own session, detached from this script, logging to $2's log
-# file; record the PID (setsid does not fork here: a background job of a
-# non-interactive shell is never a process-group leader).
+# Run "$@" detached in its own session, in $DIR, logging to log/NAME.out, and
+# record its PID.  The PID is the daemon's: the subshell execs env, setsid (which
+# does not fork: a background job of a non-interactive shell never leads a
+# process group), nohup and the daemon.  The environment marker is inherited by
+# the slurmstepd processes that slurmd starts, so kill_daemons can find them too.
 spawn() {
   local name=$1
   shift
-  setsid nohup "$@" >>"$DIR/log/$name.out" 2>&1 </dev/null &
-  echo $! >"$DIR/run/$name.pid"
+  (cd "$DIR" && exec env SLURM_CLUSTER_DAEMON="$DIR" setsid nohup "$@") \
+    >>"$DIR/log/$name.out" 2>&1 </dev/null &
+  local pid=$! i
+  echo "$pid" >"$DIR/run/$name.pid"
+  STARTED+=("$name")
+  for ((i = 0; i < 50; i++)); do # until the exec chain has reached the daemon
+    live_pid "$name" >/dev/null && break
+    sleep 0.1
+  done
 }
 
-# Kill our daemons (and anything still in their sessions, e.g. slurmstepd and
-# job processes), then wait until they are gone.
-kill_daemons() {
-  local name pid pids=() sids=() p sid deadline
-  for name in "${DAEMONS[@]}"; do
-    if pid=$(live_pid "$name"); then
-      pids+=("$pid")
-      sids+=("$pid") # each daemon was started as a session leader
-      kill -TERM "$pid" 2>/dev/null || true
+# PIDs of processes carrying spawn()'s marker: our daemons and slurmstepds.
+marked_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    if grep -qzxF "SLURM_CLUSTER_DAEMON=$DIR" "$p/environ" 2>/dev/null; then
+      echo "${p#/proc/}"
     fi
   done
-  deadline=$((SECONDS + 20))
-  for pid in "${pids[@]}"; do
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+}
+
+# Whether PID exists and is not a zombie (PID 1 here may reap them late).
+running() {
+  local stat
+  stat=$(<"/proc/$1/stat") 2>/dev/null || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
+session_of() {
+  local stat
+  stat=$(<"/proc/$1/stat") 2>/dev/null || return 1
+  stat=${stat##*) } # after "(comm) ": state ppid pgrp session ...
+  read -r _ _ _ sid _ <<<"$stat"
+  echo "$sid"
+}
+
+# Stop our daemons (recorded PIDs, gently, in order), then kill what is left of
+# them: marked processes (e.g. slurmstepd after a crash) and everything in their
+# sessions (job processes).  Waits until all of them are gone.
+kill_daemons() {
+  local name pid p sid deadline pids=() sids=() all=()
+  for name in "${DAEMONS[@]}"; do
+    pid=$(live_pid "$name") || continue
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 15))
+    while running "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
   done
-  # Leftovers in the daemons' sessions (slurmstepd, job steps).
-  local stat rest
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    stat=$(<"/proc/$p/stat") 2>/dev/null || continue
-    rest=${stat##*) } # after "(comm) ": state ppid pgrp session ...
-    read -r _ _ _ sid _ <<<"$rest"
-    for pid in "${sids[@]}"; do
-      if [[ $sid == "$pid" ]]; then kill -KILL "$p" 2>/dev/null || true; fi
+  mapfile -t pids < <(marked_pids)
+  local own_sid
+  own_sid=$(session_of $$)
+  for pid in "${pids[@]}"; do
+    sid=$(session_of "$pid") || continue
+    if ((sid > 1)) && [[ $sid != "$own_sid" ]]; then sids+=("$sid"); fi
+  done
+  all=("${pids[@]}")
+  if ((${#sids[@]})); then
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      sid=$(session_of "$p") || continue
+      for pid in "${sids[@]}"; do
+        if [[ $sid == "$pid" ]]; then all+=("$p"); fi
+      done
     done
-  done
-  for pid in "${pids[@]}"; do
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+  ((${#all[@]})) || return 0
+  kill -KILL "${all[@]}" 2>/dev/null || true
+  deadline=$((SECONDS + 10))
+  for pid in "${all[@]}"; do
+    while running "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
   done
 }
 
@@ -285,11 +327,21 @@ wait_until() {
     "$@" >/dev/null 2>&1 || rc=$?
     ((rc == 0)) && return 0
     ((rc == 1)) || fail_start "$what: $FAILURE"
+    check_alive
     ((SECONDS < deadline)) || fail_start "timed out after ${READY_TIMEOUT}s waiting for $what"
     sleep 0.2
   done
 }
 FAILURE="failed"
+STARTED=()
+
+check_alive() { # fail if a daemon we started has exited, quoting its last log line
+  local name
+  for name in "${STARTED[@]}"; do
+    live_pid "$name" >/dev/null ||
+      fail_start "$name exited: $(tail -n 1 "$DIR/log/$name.out" 2>/dev/null)"
+  done
+}
 
 fail_start() {
   kill_daemons
@@ -317,7 +369,7 @@ job_done() {
 cmd_start() {
   [[ $(id -u) == 0 ]] || die "must run as root (it runs munged, slurmctld and slurmd as root)"
   ensure_installed
-  if answers && live_pid slurmctld >/dev/null && live_pid slurmd >/dev/null; then
+  if live_pid slurmd >/dev/null && answers; then
     log "already running in $DIR"
     print_usage
     return 0
@@ -328,7 +380,7 @@ cmd_start() {
     remove_etc_link
     rm -rf "$DIR"
   fi
-  local t0=$SECONDS
+  local t0=$EPOCHREALTIME
   deadline=$((SECONDS + READY_TIMEOUT))
   mkdir -p "$DIR"
   chmod 0755 "$DIR"
@@ -341,7 +393,7 @@ cmd_start() {
     { dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none && chmod 0400 "$DIR/munge/munge.key"; }
   spawn munged munged --foreground --force --key-file="$DIR/munge/munge.key" \
     --socket="$SOCKET" --pid-file="$DIR/run/munged.daemon.pid" \
-    --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed"
+    --seed-file="$DIR/munge/munged.seed"
   wait_until "munged" test -S "$SOCKET"
   munge -n -S "$SOCKET" | unmunge -S "$SOCKET" >/dev/null || fail_start "munge self-test failed"
 
@@ -350,8 +402,6 @@ cmd_start() {
   wait_until "slurmctld" scontrol ping
   spawn slurmd slurmd -D
   wait_until "node $(hostname -s) to become idle" node_idle
-  live_pid slurmctld >/dev/null || fail_start "slurmctld exited"
-  live_pid slurmd >/dev/null || fail_start "slurmd exited"
 
   local jobid
   jobid=$(sbatch --parsable --job-name=smoke-test --chdir="$DIR/tmp" --output=/dev/null --wrap true 2>&1) ||
@@ -366,7 +416,7 @@ cmd_start() {
   elif [[ ! -L $ETC_CONF || $(readlink "$ETC_CONF") != "$CONF" ]]; then
     log "note: $ETC_CONF exists and is not ours; set SLURM_CONF to use this cluster"
   fi
-  log "started in $((SECONDS - t0))s: node $(hostname -s), 48 CPUs, 2 GPUs, partition kyiv, state in $DIR"
+  log "started in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}')s: node $(hostname -s), 48 CPUs, 2 GPUs, partition kyiv, state in $DIR"
   print_usage
 }
 

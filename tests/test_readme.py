@@ -17,6 +17,10 @@ NOT_RUN = {
     "make test": "it is the command that runs this test",
     "pip install -r requirements.lock": "it installs into the active environment; `make test` installed the same pins",
     "python main.py wandb.mode=online": "it needs a W&B account and the network (tests/test_wandb.py tests its errors)",
+    "python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv": "tests/test_slurm.py runs it on a SLURM cluster",
+    "nohup python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv > sweep.log 2>&1 &": (
+        "it outlives the test in the background; tests/test_slurm.py runs the same sweep"
+    ),
 }
 # Commands that stop with an error, which the README shows.
 FAILING = {"python main.py model=cnn model.hidden_dim=10", "python main.py dm.val_prop=1.5"}

@@ -1,0 +1,200 @@
+"""`hydra/launcher=slurm/kyiv` on a real SLURM cluster: the throw-away one of scripts/slurm-cluster.sh.
+
+`.ci/run` starts that cluster before `make test`. Elsewhere these tests skip unless you start it
+yourself, as root: `scripts/slurm-cluster.sh start` (and `stop` when you are done).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.conftest import REPO, RunMain
+from tests.slurm_cluster import cluster_env
+
+LAUNCHER = "hydra/launcher=slurm/kyiv"
+# Small and fast, and never a download: data_source "mnist" in a job's metrics.json then proves
+# that HYDRA_EXAMPLE_DATA, which `run_main` sets, reached the SLURM job.
+FAST = ("opt.epochs=1", "dm.download=false")
+# Relative to the directory `run_main` runs in, a new one for each test: a fresh cluster numbers
+# its jobs from 1 again, so two runs must never share the `.submitit/<job id>` folders.
+SWEEP_DIR = "sweep"
+TIMEOUT_S = 180  # for one multirun: all its jobs, queueing included
+KILL_TASK = "HYDRA_EXAMPLE_TEST_KILL_TASK"  # see SelfKillingSGD
+# A submitit log line: `submitit INFO (2024-05-16 18:40:47,580) - Starting with JobEnvironment(...)`.
+SUBMITIT_LOG_TIME = re.compile(r"^submitit \w+ \((?P<time>[^)]+)\) - ", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> dict[str, str]:
+    """The environment that makes `sbatch` & co. (and submitit) find the test cluster."""
+    env = cluster_env()
+    if env is None:
+        reason = "no SLURM cluster answers; start one (as root) with `scripts/slurm-cluster.sh start`"
+        # CI starts the cluster (.ci/run): there, a skip would hide that these tests never ran.
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, but {reason}")
+        pytest.skip(reason)
+    # The jobs unpickle main.py's function, which imports `src`: they find it on their working
+    # directory when you run from the repository's root, as the README does; `run_main` does not.
+    python_path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return env | {"PYTHONPATH": os.pathsep.join(python_path)}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path, slurm_env: dict[str, str]) -> Iterator[Path]:
+    """The test's sweep directory; jobs that a failed test left in the queue are cancelled."""
+    yield tmp_path / SWEEP_DIR
+    job_ids = [folder.name for folder in (tmp_path / SWEEP_DIR / ".submitit").glob("*") if folder.name.isdigit()]
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], env=os.environ | slurm_env, timeout=10, check=False)
+
+
+class SelfKillingSGD(torch.optim.SGD):
+    """SGD, except in the SLURM array task named by $HYDRA_EXAMPLE_TEST_KILL_TASK: that job dies hard.
+
+    The jobs find it as `opt.optimizer_cls=tests.test_slurm.SelfKillingSGD` (the repository is on
+    their PYTHONPATH), so src/ needs no test hook. SIGKILL leaves no Python exception and no result
+    for submitit: the job just ends, as when it runs out of memory. The variable reaches the jobs
+    because sbatch passes on the submitting environment (its default, `--export=ALL`).
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor], **kwargs: Any) -> None:
+        kill_task = os.environ.get(KILL_TASK)
+        if kill_task is not None and kill_task == os.environ.get("SLURM_ARRAY_TASK_ID"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().__init__(params, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "num_jobs"),
+    [
+        # The README's SLURM commands; model.hidden_dim=16 keeps the first one small.
+        (("seed=42,43", "model.hidden_dim=16"), 2),
+        (("seed=42,43", "model.hidden_dim=10", "model.num_hidden=1,2,3", "gpu=0"), 6),
+    ],
+    ids=["2-seeds", "6-job-grid"],
+)
+def test_a_multirun_is_one_job_array_whose_metrics_come_back(
+    run_main: RunMain, slurm_env: dict[str, str], sweep_dir: Path, sweep: tuple[str, ...], num_jobs: int
+) -> None:
+    args = ("--multirun", *sweep, LAUNCHER, *FAST, f"hydra.sweep.dir={SWEEP_DIR}")
+    result = run_main(*args, env=slurm_env, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+
+    (script,) = _submission_scripts(sweep_dir)
+    for line in (
+        f"#SBATCH --array=0-{num_jobs - 1}%",  # one array of all jobs, not one sbatch per job
+        "#SBATCH --partition=kyiv",
+        "#SBATCH --cpus-per-task=24",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --time=99999",
+        "#SBATCH --job-name=hydra-example",
+    ):
+        assert line in script
+    # The jobs run the Python that ran main.py (the venv's, under `make test`), so they have its packages.
+    assert f"{shlex.quote(sys.executable)} -u -m submitit.core._submit" in script
+
+    rows = _summary(sweep_dir)
+    assert len(rows) == num_jobs
+    for row in rows:
+        record = json.loads((sweep_dir / row["job"] / "metrics.json").read_text())
+        assert row["status"] == record["status"] == "finished"
+        assert record["data_source"] == "mnist"
+        assert float(row["val/acc"]) == record["metrics"]["val/acc"]
+    # Every combination of the sweep ran once.
+    combinations = {(row["seed"], row.get("model.num_hidden")) for row in rows}
+    assert len(combinations) == num_jobs
+    _assert_no_warnings(result, sweep_dir)
+
+
+def test_an_optuna_sweep_runs_its_trials_as_parallel_slurm_jobs(
+    run_main: RunMain, slurm_env: dict[str, str], sweep_dir: Path
+) -> None:
+    sweeper = ("hydra/sweeper=fcn_params", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2")
+    args = ("--multirun", *sweeper, LAUNCHER, "model.hidden_dim=16", *FAST, f"hydra.sweep.dir={SWEEP_DIR}")
+    result = run_main(*args, env=slurm_env, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+
+    # n_jobs=2: the sweeper hands the launcher two trials at a time, which submits them as one
+    # array of two jobs; both run at once (2 x 24 CPUs and 2 GPUs fit the node).
+    scripts = _submission_scripts(sweep_dir)
+    assert len(scripts) == 2
+    assert all("#SBATCH --array=0-1%2" in script for script in scripts)
+    for array in {folder.name.split("_")[0] for folder in _task_folders(sweep_dir)}:
+        spans = [_run_span(folder) for folder in _task_folders(sweep_dir) if folder.name.startswith(f"{array}_")]
+        assert len(spans) == 2
+        assert max(start for start, _ in spans) < min(end for _, end in spans), f"array {array} ran in turn"
+
+    rows = _summary(sweep_dir)
+    assert [row["status"] for row in rows] == ["finished"] * 4
+    # What Optuna was told is what the jobs measured.
+    best = re.search(r"Best value: (\S+)", result.stdout + result.stderr)
+    assert best is not None
+    assert float(best.group(1)) == max(float(row["val/acc"]) for row in rows)
+    _assert_no_warnings(result, sweep_dir)
+
+
+def test_a_job_that_dies_fails_the_sweep_without_hanging_it(
+    run_main: RunMain, slurm_env: dict[str, str], sweep_dir: Path
+) -> None:
+    killer = f"opt.optimizer_cls={SelfKillingSGD.__module__}.{SelfKillingSGD.__qualname__}"
+    args = ("--multirun", "seed=42,43", LAUNCHER, killer, "model.hidden_dim=16", *FAST, f"hydra.sweep.dir={SWEEP_DIR}")
+    # Bounded: submitit polls SLURM every few seconds, and gives a job that ended without a result
+    # 15 s to write one (for slow shared file systems) before it reports the job as failed.
+    result = run_main(*args, env=slurm_env | {KILL_TASK: "1"}, timeout=TIMEOUT_S)
+
+    assert result.returncode != 0
+    (array,) = {folder.name.split("_")[0] for folder in _task_folders(sweep_dir)}
+    # The error names the job, its state and what SLURM saw, with the job's stderr.
+    assert f"Job {array}_1 (task: 0) with path" in result.stderr
+    assert "has not produced any output (state: FAILED)" in result.stderr
+    assert "task 0: Killed" in result.stderr
+    # The sweep summary still comes: the job that finished, and the one that died.
+    assert {row["job"]: row["status"] for row in _summary(sweep_dir)} == {"0": "finished", "1": "failed"}
+
+
+def _submission_scripts(sweep_dir: Path) -> list[str]:
+    """The sbatch scripts that submitit wrote: one per array, in `.submitit/<array job id>/`."""
+    return [path.read_text() for path in sorted((sweep_dir / ".submitit").glob("*/*_submission.sh"))]
+
+
+def _task_folders(sweep_dir: Path) -> list[Path]:
+    """The folders of the array tasks, `.submitit/<array job id>_<task id>/`, with their logs."""
+    return sorted(folder for folder in (sweep_dir / ".submitit").glob("*_*") if folder.is_dir())
+
+
+def _run_span(task_folder: Path) -> tuple[datetime, datetime]:
+    """When the task's Python started and when it finished, from submitit's own log lines."""
+    times = [
+        datetime.strptime(match["time"], "%Y-%m-%d %H:%M:%S,%f")
+        for path in task_folder.glob("*_log.*")
+        for match in SUBMITIT_LOG_TIME.finditer(path.read_text())
+    ]
+    return min(times), max(times)
+
+
+def _summary(sweep_dir: Path) -> list[dict[str, str]]:
+    """The rows of summary.csv, which the sweep summary callback writes at the end of a multirun."""
+    with (sweep_dir / "summary.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _assert_no_warnings(result: subprocess.CompletedProcess[str], sweep_dir: Path) -> None:
+    """Nothing warns, neither main.py nor the jobs: no deprecations, no fallback to synthetic digits."""
+    assert "warning" not in (result.stdout + result.stderr).lower(), result.stdout + result.stderr
+    for path in (sweep_dir / ".submitit").glob("*/*_log.*"):
+        assert "warning" not in path.read_text().lower(), path
