@@ -53,6 +53,6 @@ def test_yaml_options_inherit_as_the_readme_says() -> None:
         small = compose(config_name="config", overrides=["dm=celeba_male_smiling_small"])
         good_run = compose(config_name="config", overrides=["+experiment=good_run"])
         single = compose(config_name="config", overrides=["model=single_linear_layer"])
-    assert (small.dm.superclass.name, small.dm.subclass.name, small.dm.default_res) == ("SMILING", "MALE", 64)
-    assert (good_run.seed, good_run.model.num_hidden, good_run.dm.default_res, good_run.opt.lr) == (1, 0, 64, 0.001)
+    assert (small.dm.superclass.name, small.dm.subclass.name, small.dm.default_res) == ("SMILING", "MALE", 32)
+    assert (good_run.seed, good_run.model.num_hidden, good_run.dm.default_res, good_run.opt.lr) == (1, 0, 32, 0.001)
     assert single.model.num_hidden == 0
