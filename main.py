@@ -5,13 +5,17 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from omegaconf import DictConfig
 
 from src.errors import UserError
+from src.optuna_sweeper import ResumableOptunaSweeper
 from src.run import register_configs, run
 
 # The dataclasses must be in the ConfigStore before Hydra composes conf/config.yaml.
 register_configs()
+# Hydra finds plugins in the `hydra_plugins` package; ours lives in src/, so it is registered by hand.
+Plugins.instance().register(ResumableOptunaSweeper)
 
 
 # No `version_base`: Hydra 1.4 uses its own defaults (no change of working directory).

@@ -1,0 +1,173 @@
+"""A Hydra callback that summarises a multirun: one row per job, and mean ± std over seeds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from typing_extensions import override
+
+__all__ = ["SweepSummary"]
+
+log = logging.getLogger(__name__)
+METRIC = "val/acc"  # what `main()` returns, so what the sweepers optimise; higher is better
+# The console tables show these; the CSV files have every metric of metrics.json.
+HEADLINE_METRICS = ("val/acc", "val/worst_group_acc", "test/acc", "test/worst_group_acc")
+SEED = "seed"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one job of the multirun left in its output directory."""
+
+    name: str  # its output directory, relative to the sweep directory
+    overrides: dict[str, str]  # its command-line overrides (given or chosen by the sweeper), key -> value
+    metrics: dict[str, float]  # empty if the job failed
+
+    @property
+    def status(self) -> str:
+        return "finished" if self.metrics else "failed"
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """The jobs that differ only in their seed."""
+
+    overrides: dict[str, str]  # the overrides they share: all but the seed
+    jobs: list[Job]
+
+    @property
+    def finished(self) -> int:
+        return sum(bool(job.metrics) for job in self.jobs)
+
+    def values(self, metric: str) -> list[float]:
+        """The metric of each finished job."""
+        return [job.metrics[metric] for job in self.jobs if metric in job.metrics]
+
+
+class SweepSummary(Callback):
+    """Write a summary of the multirun into its sweep directory, and print it.
+
+    It reads the job directories rather than the jobs' return values because the jobs may have
+    run in other processes or on other machines (submitit, SLURM): every launcher leaves their
+    output directories, and Hydra calls `on_multirun_end` on the machine that started the sweep.
+    """
+
+    @override
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Called after the last job, and also when the sweep stopped with an error.
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sorted(_read_jobs(sweep_dir), key=lambda job: -job.metrics.get(METRIC, float("-inf")))
+        if not jobs:
+            log.info(f"No job directories in {sweep_dir}: nothing to summarise.")
+            return
+        keys = _union(job.overrides for job in jobs)
+        metrics = _union(job.metrics for job in jobs)
+        path = sweep_dir / "summary.csv"
+        _write_csv(
+            path,
+            ["job", "status", *keys, *metrics],
+            [[job.name, job.status, *_cells(job.overrides, keys), *_cells(job.metrics, metrics)] for job in jobs],
+        )
+        table = _table(
+            ["job", "status", *keys, *HEADLINE_METRICS],
+            [
+                [job.name, job.status, *_cells(job.overrides, keys)]
+                + [f"{job.metrics[name]:.4f}" if name in job.metrics else "" for name in HEADLINE_METRICS]
+                for job in jobs
+            ],
+        )
+        log.info(f"Summary of {len(jobs)} jobs, best {METRIC} first (all metrics in {path}):\n{table}")
+
+        groups: dict[tuple[tuple[str, str], ...], SeedGroup] = {}
+        for job in jobs:
+            shared = {key: value for key, value in job.overrides.items() if key.lstrip("+~") != SEED}
+            groups.setdefault(tuple(shared.items()), SeedGroup(shared, [])).jobs.append(job)
+        if any(len(group.jobs) > 1 for group in groups.values()):
+            _summarise_seeds(sweep_dir, list(groups.values()), metrics)
+
+
+def _summarise_seeds(sweep_dir: Path, groups: list[SeedGroup], metrics: list[str]) -> None:
+    """Mean and (sample) standard deviation over the finished jobs of each configuration."""
+    groups.sort(key=lambda group: -statistics.mean(group.values(METRIC)) if group.values(METRIC) else float("inf"))
+    keys = _union(group.overrides for group in groups)
+    path = sweep_dir / "summary_by_config.csv"
+    _write_csv(
+        path,
+        [*keys, "n", "failed", *(f"{name} {stat}" for name in metrics for stat in ("mean", "std"))],
+        [
+            [*_cells(group.overrides, keys), group.finished, len(group.jobs) - group.finished]
+            + [stat for name in metrics for stat in _mean_std(group.values(name))]
+            for group in groups
+        ],
+    )
+    table = _table(
+        [*keys, "n", "failed", *HEADLINE_METRICS],
+        [
+            [*_cells(group.overrides, keys), str(group.finished), str(len(group.jobs) - group.finished)]
+            + [_format_mean_std(*_mean_std(group.values(name))) for name in HEADLINE_METRICS]
+            for group in groups
+        ],
+    )
+    log.info(f"Mean ± std over seeds, best mean {METRIC} first; n: finished runs (all metrics in {path}):\n{table}")
+
+
+def _read_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job directory under the sweep directory: those where Hydra saved the job's overrides."""
+    jobs: list[Job] = []
+    # Sorted so that Hydra's numbered job directories come in order: 0, 1, ..., 9, 10.
+    for overrides_file in sorted(sweep_dir.glob("**/.hydra/overrides.yaml"), key=lambda p: (len(str(p)), str(p))):
+        job_dir = overrides_file.parent.parent
+        # Unresolved: an override such as `dm.root=${oc.env:HOME}/data` is shown as typed.
+        given = cast(list[str], OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False))
+        overrides = {key: value for key, _, value in (override.partition("=") for override in given)}
+        metrics_file = job_dir / "metrics.json"
+        # A job that raised, or was killed, wrote no metrics.json (src/run.py writes it last).
+        record: dict[str, Any] = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics: dict[str, float] = record["metrics"] if record.get("status") == "finished" else {}
+        jobs.append(Job(str(job_dir.relative_to(sweep_dir)), overrides, metrics))
+    return jobs
+
+
+def _union(dicts: Iterable[dict[str, Any]]) -> list[str]:
+    """All keys of the dicts, in the order they first appear."""
+    return list({key: None for mapping in dicts for key in mapping})
+
+
+def _cells(mapping: dict[str, Any], keys: list[str]) -> list[Any]:
+    return [mapping.get(key, "") for key in keys]
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """The mean, and the sample standard deviation; None where there are too few values."""
+    mean = statistics.mean(values) if values else None
+    return mean, statistics.stdev(values) if len(values) > 1 else None
+
+
+def _format_mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """Write a CSV file; None and missing values are empty cells."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Plain text columns, as wide as their widest cell, with a rule under the header."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, ["-" * width for width in widths], *rows]
+    return "\n".join("  ".join(map(str.ljust, line, widths)).rstrip() for line in lines)
