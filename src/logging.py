@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import netrc
 import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from src.errors import UserError
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
 
-__all__ = ["WandbCfg", "WandbMode"]
+__all__ = ["WandbCfg", "WandbMode", "refuse_api_key"]
 
 
 class WandbMode(Enum):
@@ -39,8 +42,9 @@ class WandbCfg:
     mode: WandbMode = WandbMode.DISABLED
     resume: str | None = None
 
-    def build(self, config: dict[str, Any]) -> Run | None:
-        """Start a W&B run that records `config`; None when logging is disabled."""
+    def build(self, config: dict[str, Any], *, resume_id: str | None = None) -> Run | None:
+        """Start a W&B run that records `config`, or continue the run `resume_id` (that of a checkpoint);
+        None when logging is disabled."""
         if self.mode is WandbMode.DISABLED:
             return None  # skip importing wandb, which takes a second
         import wandb
@@ -53,14 +57,14 @@ class WandbCfg:
             return wandb.init(
                 name=self.name,
                 dir=self.dir,
-                id=self.id,
+                id=resume_id or self.id,
                 project=self.project,
                 group=self.group,
                 entity=self.entity,
                 tags=self.tags,
                 job_type=self.job_type,
                 mode=self.mode.value,
-                resume=self.resume,  # pyright: ignore[reportArgumentType]
+                resume="allow" if resume_id else self.resume,  # pyright: ignore[reportArgumentType]
                 config=config,
                 # Each job of a multirun is its own W&B run.
                 reinit="finish_previous",
@@ -77,3 +81,29 @@ class WandbCfg:
                 f"W&B could not reach its server within {init_timeout:.0f} s ({reason}); "
                 "check the network or WANDB_INIT_TIMEOUT, or use wandb.mode=offline."
             ) from None
+
+
+def refuse_api_key(config: dict[str, Any]) -> None:
+    """Stop if the resolved config holds a W&B API key: the config is logged, to W&B among others.
+
+    W&B reads the key from WANDB_API_KEY or ~/.netrc, never from the config; yet `+wandb.api_key=...`
+    adds a key, and `${oc.env:WANDB_API_KEY}` copies one, into the config.
+    """
+    text = json.dumps(config, default=str)
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    keys = [os.environ.get("WANDB_API_KEY"), _netrc_password(host)]
+    if '"api_key"' in text or any(key and key in text for key in keys):
+        # The message names where the key comes from, never its value.
+        raise UserError(
+            "the config holds a W&B API key, which would be logged with it: remove it; W&B reads the key from "
+            "the environment variable WANDB_API_KEY or from ~/.netrc (`wandb login`)."
+        )
+
+
+def _netrc_password(host: str) -> str | None:
+    """The password that ~/.netrc holds for `host`, where `wandb login` saves the API key."""
+    try:
+        authenticators = netrc.netrc().authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return authenticators[2] if authenticators else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from src.errors import UserError
@@ -23,6 +23,9 @@ class OptimisationCfg:
     lr: float = 5.0e-5
     weight_decay: float = 0.0
     optimizer_cls: str = "torch.optim.AdamW"  # dotted path to a `torch.optim.Optimizer` subclass
+    # The modules (with their submodules) that `optimizer_cls` may come from: a config names code to
+    # import, so code from anywhere else is refused before it is imported (and could run).
+    allowed_modules: list[str] = field(default_factory=lambda: ["torch.optim"])
     optimizer_kwargs: dict[str, Any] | None = None  # extra arguments, e.g. {betas: [0.9, 0.99]}
     epochs: int = 2
     batch_size: int = 256
@@ -37,6 +40,12 @@ class OptimisationCfg:
             raise UserError(f"opt.epochs={self.epochs} must be 1 or more.")
         if self.batch_size < 1:
             raise UserError(f"opt.batch_size={self.batch_size} must be 1 or more.")
+        module_name = self.optimizer_cls.rpartition(".")[0]
+        if not any(module_name == allowed or module_name.startswith(f"{allowed}.") for allowed in self.allowed_modules):
+            raise UserError(
+                f"opt.optimizer_cls={self.optimizer_cls} is not an optimiser of opt.allowed_modules="
+                f"{self.allowed_modules}; add its module to that list if you trust its code."
+            )
 
     def build(self, params: Iterable[Tensor]) -> Optimizer:
         """Build the optimiser for the given parameters."""

@@ -14,19 +14,24 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from src.celeba import CelebADataModule
 from src.cmnist import CMNISTDataModule
-from src.data import DataModule
+from src.data import Data, DataModule
 from src.errors import UserError
-from src.logging import WandbCfg
+from src.logging import WandbCfg, refuse_api_key
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
 
 if TYPE_CHECKING:
     import torch
+    from wandb.sdk.wandb_run import Run
+
+    from src.checkpoint import Checkpoint
+    from src.training import Metrics, TrainingState
 
 __all__ = ["Config", "register_configs", "run"]
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
+INTERRUPTED = 130  # the exit code of a program stopped by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -59,7 +64,12 @@ def register_configs() -> None:
 
 
 def run(raw_config: DictConfig, output_dir: Path) -> float:
-    """Train and evaluate as configured; return the validation accuracy for sweepers to optimise."""
+    """Train and evaluate as configured; return the validation accuracy for sweepers to optimise.
+
+    If `output_dir` holds a checkpoint (of a run that was killed or interrupted there), continue from it.
+    """
+    logged_config = cast(dict[str, Any], OmegaConf.to_container(raw_config, resolve=True))
+    refuse_api_key(logged_config)  # before any value of the config is logged, or shown in an error
     # `to_object` turns the checked DictConfig into the dataclasses, whose `__post_init__` checks
     # the values that types alone cannot (ranges, combinations).
     cfg = OmegaConf.to_object(raw_config)
@@ -69,38 +79,70 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
     import torch
 
-    from src.training import evaluate, fit
+    from src.checkpoint import CHECKPOINT_FILE, Checkpoint, write_atomically
+    from src.training import TrainingState
 
+    # A checkpoint here of a run with other settings stops this one before the data is prepared.
+    checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
     device = _device(cfg.gpu)
     data = cfg.dm.build(seed=cfg.seed)
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
     log.info(f"Model architecture:\n{model}")
-    optimizer = cfg.opt.build(model.parameters())
-    logged_config = cast(dict[str, Any], OmegaConf.to_container(raw_config, resolve=True))
-    wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source})
+    state = TrainingState(
+        model=model,
+        optimizer=cfg.opt.build(model.parameters()),
+        generator=torch.Generator().manual_seed(cfg.seed),  # the order of the training batches
+    )
+    checkpoint.restore(state)
+    wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+    if wandb_run is not None:
+        checkpoint.wandb_id = wandb_run.id
+    exit_code = 1  # what W&B records if training raises
     try:
-
-        def report(epoch: int, metrics: dict[str, float]) -> None:
-            log.info(f"Epoch {epoch}/{cfg.opt.epochs}: {_summary(metrics, 'val')}")
-            if wandb_run is not None:
-                wandb_run.log(metrics | {"epoch": epoch})
-
-        generator = torch.Generator().manual_seed(cfg.seed)  # the order of the training batches
-        val_metrics = fit(model, optimizer, data, opt=cfg.opt, generator=generator, on_epoch_end=report)
-        test_metrics = evaluate(model, data.test, data.group_names, prefix="test")
-        log.info(f"Test: {_summary(test_metrics, 'test')}")
-        if wandb_run is not None:
-            wandb_run.log(test_metrics)
+        metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run)
+        exit_code = 0 if metrics else INTERRUPTED
     finally:
         if wandb_run is not None:
-            wandb_run.finish()
-    final_metrics = val_metrics | test_metrics
+            wandb_run.finish(exit_code=exit_code)
     metrics_file = output_dir / METRICS_FILE
-    record = {"status": "finished", "data_source": data.source, "metrics": final_metrics}
-    metrics_file.write_text(json.dumps(record, indent=2) + "\n")
-    log.info(f"Final val/acc={final_metrics['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)})")
-    return final_metrics["val/acc"]
+    record = {"status": "finished" if metrics else "interrupted", "data_source": data.source, "metrics": metrics}
+    write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
+    if not metrics:
+        # Hydra's rerun applies the overrides saved in the output directory, those of a multirun's job too.
+        log.info(
+            f"Interrupted: saved in {os.path.relpath(checkpoint.path)}; to continue, "
+            f"run: python main.py --experimental-rerun {os.path.relpath(output_dir)}"
+        )
+        raise SystemExit(INTERRUPTED)
+    log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)})")
+    return metrics["val/acc"]
+
+
+def _train_and_test(
+    cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, wandb_run: Run | None
+) -> Metrics:
+    """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics,
+    or none if Ctrl-C stopped training (after saving a checkpoint, to be continued)."""
+    from src.checkpoint import stop_on_interrupt
+    from src.training import evaluate, fit
+
+    def end_epoch(state: TrainingState) -> None:
+        log.info(f"Epoch {state.epoch}/{cfg.opt.epochs}: {_summary(state.history[-1], 'val')}")
+        if wandb_run is not None:
+            wandb_run.log(state.history[-1] | {"epoch": state.epoch})
+        checkpoint.save(state)
+
+    with stop_on_interrupt() as stop_requested:
+        fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=stop_requested)
+    if state.epoch < cfg.opt.epochs:  # stopped by Ctrl-C, within an epoch
+        checkpoint.save(state)
+        return {}
+    test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test")
+    log.info(f"Test: {_summary(test_metrics, 'test')}")
+    if wandb_run is not None:
+        wandb_run.log(test_metrics)
+    return state.history[-1] | test_metrics
 
 
 def _summary(metrics: dict[str, float], prefix: str) -> str:

@@ -30,11 +30,8 @@ class Job:
 
     name: str  # its output directory, relative to the sweep directory
     overrides: dict[str, str]  # its command-line overrides (given or chosen by the sweeper), key -> value
-    metrics: dict[str, float]  # empty if the job failed
-
-    @property
-    def status(self) -> str:
-        return "finished" if self.metrics else "failed"
+    status: str  # finished, interrupted (Ctrl-C) or failed
+    metrics: dict[str, float]  # empty unless the job finished
 
 
 @dataclass(frozen=True)
@@ -132,8 +129,9 @@ def _read_jobs(sweep_dir: Path) -> list[Job]:
         metrics_file = job_dir / "metrics.json"
         # A job that raised, or was killed, wrote no metrics.json (src/run.py writes it last).
         record: dict[str, Any] = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        metrics: dict[str, float] = record["metrics"] if record.get("status") == "finished" else {}
-        jobs.append(Job(str(job_dir.relative_to(sweep_dir)), overrides, metrics))
+        status: str = record.get("status", "failed")
+        metrics: dict[str, float] = record["metrics"] if status == "finished" else {}
+        jobs.append(Job(str(job_dir.relative_to(sweep_dir)), overrides, status, metrics))
     return jobs
 
 

@@ -1,6 +1,7 @@
 """The training loop and the metrics: plain PyTorch, with the whole data set held as tensors."""
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -11,31 +12,47 @@ from tqdm import tqdm
 from src.data import Data, Split
 from src.optimisation import OptimisationCfg
 
-__all__ = ["evaluate", "fit"]
+__all__ = ["Metrics", "TrainingState", "evaluate", "fit"]
 
 Metrics = dict[str, float]
 EVAL_BATCH_SIZE = 1024
 
 
+@dataclass(eq=False, kw_only=True)
+class TrainingState:
+    """What training changes (besides torch's global random state): all that a checkpoint saves."""
+
+    model: nn.Module
+    optimizer: Optimizer
+    generator: torch.Generator  # draws the order of the training batches
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps done in the next epoch: non-zero only when training stopped within it
+    history: list[Metrics] = field(default_factory=list[Metrics])  # validation metrics of each completed epoch
+
+
 def fit(
-    model: nn.Module,
-    optimizer: Optimizer,
+    state: TrainingState,
     data: Data,
     *,
     opt: OptimisationCfg,
-    generator: torch.Generator,
-    on_epoch_end: Callable[[int, Metrics], None],
-) -> Metrics:
-    """Train for `opt.epochs` epochs; return the validation metrics, which are reported after each."""
+    on_epoch_end: Callable[[TrainingState], None],
+    stop_requested: Callable[[], bool],
+) -> None:
+    """Train from `state` until `opt.epochs` epochs are done, or, checked after each optimiser step,
+    until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch."""
+    model, optimizer, generator = state.model, state.optimizer, state.generator
     device = next(model.parameters()).device
     # The whole data set moves to the device once: no copy from the host for each batch.
     train = _to_device(data.train, device)
     val = _to_device(data.val, device)
-    metrics: Metrics = {}
-    for epoch in range(1, opt.epochs + 1):
+    while state.epoch < opt.epochs:
+        epoch = state.epoch + 1
         model.train()
+        # The state that draws this epoch's order: restored if the epoch is cut short, so that a
+        # checkpoint taken then draws the same order again when training continues.
+        epoch_start_state = generator.get_state()
         order = torch.randperm(len(train), generator=generator).to(device)
-        starts = range(0, len(train), opt.batch_size)
+        starts = range(state.step * opt.batch_size, len(train), opt.batch_size)
         # `disable=None` hides the bar when output is not a terminal (a log file, a SLURM job).
         for start in tqdm(starts, desc=f"Epoch {epoch}/{opt.epochs}", leave=False, disable=None):
             batch = order[start : start + opt.batch_size]
@@ -44,9 +61,13 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # pyright: ignore[reportUnknownMemberType]
             optimizer.step()  # pyright: ignore[reportUnknownMemberType]
-        metrics = evaluate(model, val, data.group_names, prefix="val")
-        on_epoch_end(epoch, metrics)
-    return metrics
+            state.step += 1
+            if stop_requested():
+                generator.set_state(epoch_start_state)
+                return
+        state.epoch, state.step = epoch, 0
+        state.history.append(evaluate(model, val, data.group_names, prefix="val"))
+        on_epoch_end(state)
 
 
 @torch.inference_mode()

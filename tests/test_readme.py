@@ -18,12 +18,19 @@ NOT_RUN = {
     "pip install -r requirements.lock": "it installs into the active environment; `make test` installed the same pins",
     "python main.py wandb.mode=online": "it needs a W&B account and the network (tests/test_wandb.py tests its errors)",
     "python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv": "tests/test_slurm.py runs it on a SLURM cluster",
+    "python main.py --experimental-rerun outputs/long_run": "it continues an earlier run (tests/test_checkpoint.py)",
     "nohup python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv > sweep.log 2>&1 &": (
         "it outlives the test in the background; tests/test_slurm.py runs the same sweep"
     ),
 }
 # Commands that stop with an error, which the README shows.
-FAILING = {"python main.py model=cnn model.hidden_dim=10", "python main.py dm.val_prop=1.5"}
+FAILING = {
+    "python main.py model=cnn model.hidden_dim=10",
+    "python main.py dm.val_prop=1.5",
+    "python main.py opt.optimizer_cls=os.system",
+}
+# Overrides added to a command to keep the test short.
+SHORTER = {"python main.py --multirun hydra/sweeper=fcn_params": ["hydra.sweeper.n_trials=3"]}
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -74,7 +81,7 @@ def test_readme_command(example: Example, mnist_root: Path, tmp_path: Path) -> N
     words = shlex.split(example.command)
     env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"}
     if words[:2] == ["python", "main.py"]:
-        argv, cwd = [sys.executable, str(REPO / "main.py"), *words[2:]], tmp_path
+        argv, cwd = [sys.executable, str(REPO / "main.py"), *words[2:], *SHORTER.get(example.command, [])], tmp_path
     elif words == ["make", "run"]:
         argv, cwd = [*words, f"ARGS=hydra.run.dir={tmp_path / 'out'}"], REPO
     else:

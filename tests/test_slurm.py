@@ -152,7 +152,17 @@ def test_a_job_that_dies_fails_the_sweep_without_hanging_it(
     run_main: RunMain, slurm_env: dict[str, str], sweep_dir: Path
 ) -> None:
     killer = f"opt.optimizer_cls={SelfKillingSGD.__module__}.{SelfKillingSGD.__qualname__}"
-    args = ("--multirun", "seed=42,43", LAUNCHER, killer, "model.hidden_dim=16", *FAST, f"hydra.sweep.dir={SWEEP_DIR}")
+    allow = f"opt.allowed_modules=[{SelfKillingSGD.__module__}]"  # see opt.allowed_modules: code we trust
+    args = (
+        "--multirun",
+        "seed=42,43",
+        LAUNCHER,
+        killer,
+        allow,
+        "model.hidden_dim=16",
+        *FAST,
+        f"hydra.sweep.dir={SWEEP_DIR}",
+    )
     # Bounded: submitit polls SLURM every few seconds, and gives a job that ended without a result
     # 15 s to write one (for slow shared file systems) before it reports the job as failed.
     result = run_main(*args, env=slurm_env | {KILL_TASK: "1"}, timeout=TIMEOUT_S)

@@ -1,0 +1,91 @@
+"""The cache of prepared data under stress: processes that build it at the same time, and damaged files."""
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from src import cache
+from tests.conftest import REPO
+
+PROCESSES = 3
+# Each process waits until all have started (so that they ask for the cache at the same moment), then
+# asks for it; the build is slow, so that the others arrive while it runs.
+CONTENDER = """
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from src.cache import load_or_build
+
+path, rendezvous, processes = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+(rendezvous / f"ready-{os.getpid()}").touch()
+while len(list(rendezvous.glob("ready-*"))) < processes:
+    time.sleep(0.01)
+
+
+def build():
+    (rendezvous / f"built-{os.getpid()}").touch()
+    time.sleep(1)
+    return {"x": torch.arange(1_000_000)}
+
+
+print(int(load_or_build(path, build)["x"].sum()))
+"""
+
+
+def test_processes_that_prepare_the_same_data_at_once_build_it_once_and_all_read_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "cache" / "data.pt"
+    rendezvous = tmp_path / "rendezvous"
+    rendezvous.mkdir()
+    contenders = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONTENDER, str(path), str(rendezvous), str(PROCESSES)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
+    outputs = [contender.communicate(timeout=120) for contender in contenders]
+    assert [contender.returncode for contender in contenders] == [0] * PROCESSES, outputs
+    assert [stdout.strip() for stdout, _ in outputs] == [str(sum(range(1_000_000)))] * PROCESSES
+    assert len(list(rendezvous.glob("built-*"))) == 1  # the others waited for it, and read it
+    assert sorted(path.name for path in path.parent.iterdir()) == ["data.pt", "data.pt.lock"]  # no temporary file
+
+
+@pytest.mark.parametrize("keep", [0, 100, 0.5, -1], ids=["empty", "header-only", "half", "last-byte-missing"])
+def test_a_truncated_cache_is_rebuilt_with_a_warning_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, keep: float
+) -> None:
+    path = tmp_path / "data.pt"
+    builds: list[int] = []
+
+    def build() -> dict[str, torch.Tensor]:
+        builds.append(1)
+        return {"x": torch.arange(100_000), "y": torch.ones(3, 4)}
+
+    def load() -> dict[str, torch.Tensor]:
+        monkeypatch.setattr(cache, "_last_loaded", None)  # as in a new process: no tensors kept in memory
+        return cache.load_or_build(path, build)
+
+    expected = load()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(keep * len(data)) if isinstance(keep, float) else keep])
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load()
+    assert len(builds) == 2
+    assert all(torch.equal(rebuilt[name], tensor) for name, tensor in expected.items())
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.startswith(f"WARNING: the cache {path} is damaged (")
+    assert warning.endswith("); preparing the data again.")
+    # The rebuilt cache is whole again: read, not built.
+    load()
+    assert len(builds) == 2

@@ -1,0 +1,194 @@
+"""Nothing lost: a run that is killed, or stopped with Ctrl-C, continues from its checkpoint to the same
+result, bit for bit, as a run left alone."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from src.checkpoint import CHECKPOINT_FILE, Checkpoint, stop_on_interrupt
+from src.errors import UserError
+from src.training import TrainingState
+from tests.conftest import REPO, RunMain
+from tests.test_wandb import logged, read_records
+
+# Three epochs of about a second each: time to stop a run within its second epoch.
+ARGS = ("opt.epochs=3", "model.hidden_dim=256", "opt.batch_size=8", "model.dropout_prob=0.1")
+# One thread: much faster on a busy 2-core machine, and the same for every run compared.
+ENV = {"OMP_NUM_THREADS": "1"}
+WANDB = ("wandb.mode=offline", "wandb.dir=wb")
+TIMEOUT_S = 120
+
+
+def environment(mnist_root: Path) -> dict[str, str]:
+    return os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"} | ENV
+
+
+def start(mnist_root: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """Start `python main.py ARGS` in the background, as `run_main` runs it."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=cwd,
+        env=environment(mnist_root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
+    """Wait until `path` exists; fail if the process ends first, or after TIMEOUT_S."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before {path.name} appeared:\n{process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {path.name} after {TIMEOUT_S} s")
+        time.sleep(0.01)
+
+
+def metrics_record(out: Path) -> dict[str, Any]:
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The output directory and metrics.json of a run of ARGS that nothing stopped."""
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    process = start(mnist_root, cwd, *ARGS, "hydra.run.dir=out")
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 0, stdout + stderr
+    return cwd / "out", metrics_record(cwd / "out")
+
+
+def test_a_killed_run_continues_to_the_same_metrics(
+    uninterrupted: tuple[Path, dict[str, Any]], mnist_root: Path, run_main: RunMain, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    process = start(mnist_root, tmp_path, *ARGS, "hydra.run.dir=out")
+    wait_for(out / CHECKPOINT_FILE, process)  # written at the end of epoch 1, by a rename
+    process.kill()  # SIGKILL: no handler, no clean-up
+    process.communicate(timeout=TIMEOUT_S)
+    assert not (out / "metrics.json").exists()  # killed within training
+
+    result = run_main(*ARGS, "hydra.run.dir=out", env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "Continuing from out/checkpoint.pt: 1 epochs and 0 steps done." in result.stdout
+    assert metrics_record(out) == uninterrupted[1]  # every metric, bit for bit
+
+
+def test_ctrl_c_saves_finishes_and_records_the_run_which_then_continues_to_the_same_metrics(
+    uninterrupted: tuple[Path, dict[str, Any]], mnist_root: Path, run_main: RunMain, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    process = start(mnist_root, tmp_path, *ARGS, *WANDB, "hydra.run.dir=out")
+    wait_for(out / CHECKPOINT_FILE, process)
+    process.send_signal(signal.SIGINT)  # in epoch 2: training stops after the current step
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    assert (
+        "Interrupted: saved in out/checkpoint.pt; to continue, run: python main.py --experimental-rerun out" in stdout
+    )
+    assert metrics_record(out) == {"status": "interrupted", "data_source": "mnist", "metrics": {}}
+    # The W&B run was finished, with the exit code.
+    (interrupted,) = (tmp_path / "wb" / "wandb").glob("offline-run-*")
+    exits = [record["exit"] for record in read_records(next(interrupted.glob("run-*.wandb"))) if "exit" in record]
+    assert exits[0]["exitCode"] == 130
+
+    result = run_main("--experimental-rerun", "out", env=ENV)  # as the message says
+    assert result.returncode == 0, result.stderr
+    assert "Continuing from out/checkpoint.pt: 1 epochs and " in result.stdout
+    assert metrics_record(out) == uninterrupted[1]
+    # The W&B run continues under the same id (offline, each start writes a directory of its own).
+    (continued,) = set((tmp_path / "wb" / "wandb").glob("offline-run-*")) - {interrupted}
+    assert continued.name.rsplit("-", 1)[1] == interrupted.name.rsplit("-", 1)[1]
+    _, history = logged(next(continued.glob("run-*.wandb")))
+    assert [row["epoch"] for row in history if "epoch" in row] == [2, 3]
+    assert any("test/acc" in row for row in history)
+
+
+def test_a_checkpoint_is_only_continued_with_its_own_settings(
+    uninterrupted: tuple[Path, dict[str, Any]], run_main: RunMain
+) -> None:
+    out = uninterrupted[0]
+    result = run_main(*ARGS, "opt.lr=1e-3", "gpu=-1", f"hydra.run.dir={out}", env=ENV)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Error: {out / CHECKPOINT_FILE} is the checkpoint of a run with other settings (opt.lr: 5e-05 -> 0.001); "
+        "continue it with the settings it was started with, or choose another output directory."
+    )
+
+
+def small_state(seed: int) -> TrainingState:
+    torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    return TrainingState(model=model, optimizer=optimizer, generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+    checkpoint = Checkpoint(path=tmp_path / CHECKPOINT_FILE, config={"seed": 1})
+    saved = small_state(1)
+    saved.epoch = 1
+    checkpoint.save(saved)
+    # The temporary file that the next save writes is /dev/full, where every write fails with ENOSPC.
+    (tmp_path / f"{CHECKPOINT_FILE}.tmp").symlink_to("/dev/full")
+    saved.epoch = 2
+    with pytest.raises(UserError) as error:
+        checkpoint.save(saved)
+    assert str(error.value) == (
+        f"could not save the checkpoint {checkpoint.path} ([Errno 28] No space left on device); the one saved "
+        "before, if any, is intact: make room, then continue with: python main.py --experimental-rerun "
+        f"{os.path.relpath(tmp_path)}"
+    )
+    assert not (tmp_path / f"{CHECKPOINT_FILE}.tmp").exists()
+
+    restored = small_state(2)
+    Checkpoint(path=checkpoint.path, config={"seed": 1}).restore(restored)
+    assert restored.epoch == 1
+    assert all(
+        torch.equal(restored.model.state_dict()[name], value) for name, value in saved.model.state_dict().items()
+    )
+
+
+def test_a_damaged_checkpoint_is_an_error_not_a_new_start(tmp_path: Path) -> None:
+    checkpoint = Checkpoint(path=tmp_path / CHECKPOINT_FILE, config={"seed": 1})
+    checkpoint.save(small_state(1))
+    checkpoint.path.write_bytes(checkpoint.path.read_bytes()[:100])
+    with pytest.raises(UserError, match=r"^cannot read the checkpoint .*; move it away to start this run afresh\.$"):
+        Checkpoint(path=checkpoint.path, config={"seed": 1})
+
+
+def test_the_first_ctrl_c_sets_a_flag_and_the_second_interrupts() -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    with stop_on_interrupt() as stop_requested:
+        assert not stop_requested()
+        signal.raise_signal(signal.SIGINT)
+        assert stop_requested()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_ctrl_c_in_a_multirun_stops_it_and_the_summary_shows_the_job_as_interrupted(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    process = start(mnist_root, tmp_path, "--multirun", "seed=1,2", *ARGS, "hydra.sweep.dir=sweep")
+    wait_for(tmp_path / "sweep" / "0" / CHECKPOINT_FILE, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    with (tmp_path / "sweep" / "summary.csv").open(newline="") as file:
+        assert [(row["job"], row["status"]) for row in csv.DictReader(file)] == [("0", "interrupted")]
