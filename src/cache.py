@@ -47,6 +47,9 @@ def load_or_build(path: Path, build: Callable[[], Tensors]) -> Tensors:
     with lock:  # closing the file releases the lock, also when the process dies
         tensors = _read(path)
         if tensors is None:
+            # Only the holder of the lock writes temporary files: any left now are from a killed writer.
+            for stale in path.parent.glob(f"{path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
             tensors = build()
             _write(path, tensors)
     _last_loaded = (path, tensors)
