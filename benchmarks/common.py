@@ -1,0 +1,58 @@
+"""What the benchmarks share: the repository's path, the machine's name, interleaved timing, the table."""
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    """The CPU's model name and the number of cores, as `lscpu` reports them."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return f"unknown CPU, {os.cpu_count()} cores"
+
+
+def timed(work: Callable[[], object]) -> float:
+    """Seconds that `work()` takes, by the wall clock."""
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def interleaved(ours: Callable[[], T], baseline: Callable[[], T], repeats: int) -> list[tuple[T, T]]:
+    """`repeats` pairs of measurements (ours, baseline), taken side by side, the order alternating
+    (A B, B A, A B, ...) so that a machine slowing down or speeding up favours neither."""
+    pairs: list[tuple[T, T]] = []
+    for repeat in range(repeats):
+        if repeat % 2 == 0:
+            first = ours()
+            pairs.append((first, baseline()))
+        else:
+            second = baseline()
+            pairs.append((ours(), second))
+    return pairs
+
+
+def median_ratio(pairs: Sequence[tuple[float, float]]) -> float:
+    """The median of ours / baseline over pairs taken side by side: robust to drift and to outliers."""
+    return statistics.median(ours / baseline for ours, baseline in pairs)
+
+
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A Markdown table, so that the output can be pasted into the README."""
+    widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
+    print("| " + " | ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |")
