@@ -1,5 +1,5 @@
-"""Nothing lost: a checkpoint after every epoch, atomic writes, a clean stop on Ctrl-C, and an output
-directory that is checked before a run starts.
+"""Nothing lost: a checkpoint after every epoch, atomic writes, a clean stop on Ctrl-C and on SLURM's
+warning of preemption or the time limit, and an output directory that is checked before a run starts.
 
 A checkpoint holds everything that decides what training does next: the model, the optimiser, the
 progress (epoch, step, metrics so far), the random states and the W&B run id. A run started again in
@@ -34,7 +34,15 @@ if TYPE_CHECKING:
 
     from src.training import TrainingState
 
-__all__ = ["CHECKPOINT_FILE", "Checkpoint", "OutputDirCheck", "stop_on_interrupt", "write_atomically"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "SLURM_STOP_SIGNAL",
+    "Checkpoint",
+    "OutputDirCheck",
+    "StopRequest",
+    "stop_on_signals",
+    "write_atomically",
+]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -134,25 +142,49 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         temporary.unlink(missing_ok=True)
 
 
+# SLURM sends this signal to a job shortly before it preempts it or the job reaches its time limit, as
+# submitit asks it to (`sbatch --signal=USR2@<signal_delay_s>`); submitit's handler then requeues the job.
+SLURM_STOP_SIGNAL = signal.SIGUSR2
+
+
+@dataclass(eq=False)
+class StopRequest:
+    """Filled in by `stop_on_signals()` when a signal asks training to stop after the current step."""
+
+    requested: bool = False
+    # Set when SLURM's signal asked: submitit's handler, deferred until the checkpoint is saved. It
+    # requeues the job (which then continues from the checkpoint) and exits.
+    requeue: Callable[[], object] | None = None
+
+
 @contextmanager
-def stop_on_interrupt() -> Generator[Callable[[], bool]]:
-    """Within this block the first Ctrl-C (SIGINT) only sets a flag, which training checks after each step
-    to stop cleanly; a second Ctrl-C interrupts at once, as usual. Yields the flag's reader."""
+def stop_on_signals() -> Generator[StopRequest]:
+    """Within this block the first Ctrl-C (SIGINT), and in a SLURM job that submitit started its stop
+    signal, only fill in the yielded StopRequest, which training checks after each step to stop cleanly;
+    a second one of either is handled at once, as usual."""
+    stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
-        yield lambda: False
+        yield stop
         return
-    requested = False
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT) or signal.default_int_handler}
+    slurm_handler = signal.getsignal(SLURM_STOP_SIGNAL)
+    if callable(slurm_handler):  # submitit's; elsewhere the signal keeps its default action
+        previous[SLURM_STOP_SIGNAL] = slurm_handler
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal requested
-        requested = True
-        signal.signal(signal.SIGINT, previous)
+        stop.requested = True
+        handler = previous[signal.Signals(signum)]
+        if signum == SLURM_STOP_SIGNAL and callable(handler):
+            stop.requeue = lambda: handler(signum, frame)
+        signal.signal(signum, handler)
 
-    previous = signal.signal(signal.SIGINT, request_stop) or signal.default_int_handler
+    for signum in previous:
+        signal.signal(signum, request_stop)
     try:
-        yield lambda: requested
+        yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class OutputDirCheck(Callback):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     from wandb.sdk.wandb_run import Run
 
-    from src.checkpoint import Checkpoint
+    from src.checkpoint import Checkpoint, StopRequest
     from src.training import Metrics, TrainingState
 
 __all__ = ["Config", "register_configs", "run"]
@@ -79,7 +79,7 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
     import torch
 
-    from src.checkpoint import CHECKPOINT_FILE, Checkpoint, write_atomically
+    from src.checkpoint import CHECKPOINT_FILE, Checkpoint, stop_on_signals, write_atomically
     from src.training import TrainingState
 
     # A checkpoint here of a run with other settings stops this one before the data is prepared.
@@ -100,7 +100,8 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         checkpoint.wandb_id = wandb_run.id
     exit_code = 1  # what W&B records if training raises
     try:
-        metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run)
+        with stop_on_signals() as stop:
+            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop)
         exit_code = 0 if metrics else INTERRUPTED
     finally:
         if wandb_run is not None:
@@ -108,6 +109,10 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     metrics_file = output_dir / METRICS_FILE
     record = {"status": "finished" if metrics else "interrupted", "data_source": data.source, "metrics": metrics}
     write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
+    if not metrics and stop.requeue is not None:
+        # The job starts again in this output directory, and so continues from the checkpoint.
+        log.info(f"Stopped for SLURM (preemption or time limit): saved in {os.path.relpath(checkpoint.path)}.")
+        stop.requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
     if not metrics:
         # Hydra's rerun applies the overrides saved in the output directory, those of a multirun's job too.
         log.info(
@@ -120,11 +125,10 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
 
 
 def _train_and_test(
-    cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, wandb_run: Run | None
+    cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, wandb_run: Run | None, *, stop: StopRequest
 ) -> Metrics:
     """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics,
-    or none if Ctrl-C stopped training (after saving a checkpoint, to be continued)."""
-    from src.checkpoint import stop_on_interrupt
+    or none if a signal stopped training (after saving a checkpoint, to be continued)."""
     from src.training import evaluate, fit
 
     def end_epoch(state: TrainingState) -> None:
@@ -133,9 +137,8 @@ def _train_and_test(
             wandb_run.log(state.history[-1] | {"epoch": state.epoch})
         checkpoint.save(state)
 
-    with stop_on_interrupt() as stop_requested:
-        fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=stop_requested)
-    if state.epoch < cfg.opt.epochs:  # stopped by Ctrl-C, within an epoch
+    fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=lambda: stop.requested)
+    if state.epoch < cfg.opt.epochs:  # stopped by a signal, within an epoch
         checkpoint.save(state)
         return {}
     test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test")

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from src.checkpoint import CHECKPOINT_FILE, Checkpoint, stop_on_interrupt
+from src.checkpoint import CHECKPOINT_FILE, SLURM_STOP_SIGNAL, Checkpoint, stop_on_signals
 from src.errors import UserError
 from src.training import TrainingState
 from tests.conftest import REPO, RunMain
@@ -172,13 +173,40 @@ def test_a_damaged_checkpoint_is_an_error_not_a_new_start(tmp_path: Path) -> Non
 
 def test_the_first_ctrl_c_sets_a_flag_and_the_second_interrupts() -> None:
     handler = signal.getsignal(signal.SIGINT)
-    with stop_on_interrupt() as stop_requested:
-        assert not stop_requested()
+    with stop_on_signals() as stop:
+        assert not stop.requested
         signal.raise_signal(signal.SIGINT)
-        assert stop_requested()
+        assert stop.requested
+        assert stop.requeue is None
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_the_slurm_signal_waits_for_the_checkpoint_where_submitit_handles_it() -> None:
+    received: list[int] = []
+
+    def submitit_handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = signal.signal(SLURM_STOP_SIGNAL, submitit_handler)
+    try:
+        with stop_on_signals() as stop:
+            signal.raise_signal(SLURM_STOP_SIGNAL)
+            assert stop.requested
+            assert received == []  # deferred: training saves its checkpoint first
+            assert stop.requeue is not None
+            stop.requeue()
+            assert received == [SLURM_STOP_SIGNAL]
+        assert signal.getsignal(SLURM_STOP_SIGNAL) is submitit_handler
+    finally:
+        signal.signal(SLURM_STOP_SIGNAL, previous)
+
+
+def test_outside_submitit_the_slurm_signal_keeps_its_default_action() -> None:
+    assert signal.getsignal(SLURM_STOP_SIGNAL) is signal.SIG_DFL
+    with stop_on_signals():
+        assert signal.getsignal(SLURM_STOP_SIGNAL) is signal.SIG_DFL
 
 
 def test_ctrl_c_in_a_multirun_stops_it_and_the_summary_shows_the_job_as_interrupted(

@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,8 +23,11 @@ from typing import Any
 import pytest
 import torch
 
+from src.checkpoint import CHECKPOINT_FILE
 from tests.conftest import REPO, RunMain
 from tests.slurm_cluster import cluster_env
+from tests.test_checkpoint import ARGS as CHECKPOINT_ARGS
+from tests.test_checkpoint import environment, wait_for
 
 LAUNCHER = "hydra/launcher=slurm/kyiv"
 # Small and fast, and never a download: data_source "mnist" in a job's metrics.json then proves
@@ -103,6 +107,7 @@ def test_a_multirun_is_one_job_array_whose_metrics_come_back(
         "#SBATCH --gres=gpu:1",
         "#SBATCH --time=99999",
         "#SBATCH --job-name=hydra-example",
+        "#SBATCH --signal=USR2@120",  # the warning before preemption or the time limit
     ):
         assert line in script
     # The jobs run the Python that ran main.py (the venv's, under `make test`), so they have its packages.
@@ -175,6 +180,91 @@ def test_a_job_that_dies_fails_the_sweep_without_hanging_it(
     assert "task 0: Killed" in result.stderr
     # The sweep summary still comes: the job that finished, and the one that died.
     assert {row["job"]: row["status"] for row in _summary(sweep_dir)} == {"0": "finished", "1": "failed"}
+
+
+# The signal that SLURM sends a job before it preempts it (where the cluster's PreemptParameters has
+# `send_user_signal`) or before its time limit (`#SBATCH --signal`). The test sends it itself, with
+# scancel: SLURM's timer checks time limits only every 30 s or so.
+STOP_SIGNAL = "USR2"
+# A short time limit: submitit then counts the signal as the time limit, not a preemption;
+# signal_delay_s=1 keeps SLURM's own signal out of the test.
+SHORT_TIME_LIMIT = ("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=1")
+
+
+@pytest.mark.parametrize(("case", "launcher_settings"), [("preempted", ()), ("timed-out", SHORT_TIME_LIMIT)])
+def test_a_job_that_slurm_stops_is_requeued_and_ends_as_if_left_alone(
+    mnist_root: Path, slurm_env: dict[str, str], sweep_dir: Path, case: str, launcher_settings: tuple[str, ...]
+) -> None:
+    # The same job twice: SLURM stops the first within its second epoch, the second runs undisturbed.
+    process, task_folder = _stop_first_job(mnist_root, slurm_env, sweep_dir, *launcher_settings)
+    _release_when_requeued(task_folder.name, process, slurm_env)
+    output, _ = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 0, output
+
+    log = "".join(path.read_text() for path in sorted(task_folder.glob("*_log.*")))
+    assert f"this job is {case}" in log
+    assert "Stopped for SLURM (preemption or time limit): saved in sweep/0/checkpoint.pt." in log
+    assert "Requeued job" in log
+    assert re.search(r"Continuing from sweep/0/checkpoint.pt: 1 epochs and [1-9]\d* steps done\.", log), log
+    assert [row["status"] for row in _summary(sweep_dir)] == ["finished", "finished"]
+    stopped, left_alone = (json.loads((sweep_dir / job_num / "metrics.json").read_text()) for job_num in "01")
+    assert stopped["metrics"] == left_alone["metrics"]
+
+
+def test_a_job_past_its_time_limit_more_than_max_num_timeout_times_is_not_requeued(
+    mnist_root: Path, slurm_env: dict[str, str], sweep_dir: Path
+) -> None:
+    settings = (*SHORT_TIME_LIMIT, "hydra.launcher.max_num_timeout=0")
+    process, _ = _stop_first_job(mnist_root, slurm_env, sweep_dir, *settings)
+    output, _ = process.communicate(timeout=TIMEOUT_S)
+
+    assert process.returncode != 0
+    assert "Job not requeued because: timed-out too many times." in output
+    # Nothing lost: the summary lists the job as interrupted, and its checkpoint is there to continue.
+    assert {row["job"]: row["status"] for row in _summary(sweep_dir)} == {"0": "interrupted", "1": "finished"}
+    assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["status"] == "interrupted"
+    assert (sweep_dir / "0" / CHECKPOINT_FILE).is_file()
+
+
+def _stop_first_job(
+    mnist_root: Path, slurm_env: dict[str, str], sweep_dir: Path, *launcher_settings: str
+) -> tuple[subprocess.Popen[str], Path]:
+    """Start a sweep of the same job twice, and send STOP_SIGNAL to the first once its first epoch is done;
+    return the sweep's process (its output in stdout) and the first job's folder with its logs."""
+    args = ("--multirun", "seed=42,42", LAUNCHER, *launcher_settings, *CHECKPOINT_ARGS, f"hydra.sweep.dir={SWEEP_DIR}")
+    env = environment(mnist_root) | slurm_env
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), *args],
+        cwd=sweep_dir.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for(sweep_dir / "0" / CHECKPOINT_FILE, process)
+    task_folder = _task_folders(sweep_dir)[0]
+    subprocess.run(["scancel", f"--signal={STOP_SIGNAL}", task_folder.name], env=env, check=True, timeout=10)
+    return process, task_folder
+
+
+def _release_when_requeued(job: str, process: subprocess.Popen[str], env: dict[str, str]) -> None:
+    """Make `job` eligible to start as soon as it is requeued: SLURM holds a requeued job back for
+    two minutes (the reason squeue shows is `BeginTime`), which a test need not wait."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        squeue = subprocess.run(
+            ["squeue", "--noheader", "--jobs", job, "--format=%T %r"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if squeue.stdout.split() == ["PENDING", "BeginTime"]:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True, timeout=10)
+            return
+        time.sleep(0.2)
+    pytest.fail(f"job {job} was not requeued:\n{process.communicate()[0] if process.poll() is not None else ''}")
 
 
 def _submission_scripts(sweep_dir: Path) -> list[str]:
