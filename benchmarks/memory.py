@@ -45,12 +45,17 @@ def main() -> None:
         for name in commands if repeat % 2 == 0 else reversed(commands):
             peaks[name].append(_peak_rss_mb(commands[name]))
     ours = statistics.median(peaks[run])
-    rows = [[f"`{run}`", f"{ours:.0f} MB", "", f"< {TARGET_MB:.0f} MB", verdict(ours < TARGET_MB)]]
+    rows = [[f"`{run}`", f"{ours:.0f} MB", _spread(peaks[run]), "", f"< {TARGET_MB:.0f} MB", verdict(ours < TARGET_MB)]]
     for name in BASELINES:
         baseline = statistics.median(peaks[name])
-        rows.append([f"`{name}`", f"{baseline:.0f} MB", f"{ours / baseline:.2f} ({ours - baseline:+.0f} MB)", "", ""])
-    print_table(["process", "peak RSS", "run / this", "target", "result"], rows)
+        ratio = f"{ours / baseline:.2f} ({ours - baseline:+.0f} MB)"
+        rows.append([f"`{name}`", f"{baseline:.0f} MB", _spread(peaks[name]), ratio, "", ""])
+    print_table(["process", "peak RSS", "range", "run / this", "target", "result"], rows)
     sys.exit(0 if ours < TARGET_MB else 1)
+
+
+def _spread(peaks: list[float]) -> str:
+    return f"{min(peaks):.0f}-{max(peaks):.0f} MB"
 
 
 def _peak_rss_mb(command: list[str]) -> float:

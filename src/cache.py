@@ -23,6 +23,9 @@ __all__ = ["cache_key", "load_or_build"]
 
 log = logging.getLogger(__name__)
 Tensors = dict[str, Tensor]
+# Part of every cache's name: raise it when the code changes what a cache holds, so that no run reads
+# a cache that an older version wrote. 2: coloured MNIST keeps its digits grey.
+FORMAT = 2
 # The last data loaded in this process: the jobs of a local multirun share a process, and consecutive
 # jobs with the same data settings reuse the tensors without touching the disk.
 _last_loaded: tuple[Path, Tensors] | None = None
@@ -30,7 +33,8 @@ _last_loaded: tuple[Path, Tensors] | None = None
 
 def cache_key(settings: object) -> str:
     """A short name for `settings` (JSON-able, e.g. a dict of every setting that changes the tensors)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    versioned = {"settings": settings, "format": FORMAT}
+    return hashlib.sha256(json.dumps(versioned, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_or_build(path: Path, build: Callable[[], Tensors]) -> Tensors:

@@ -81,6 +81,8 @@ class CMNISTDataModule(DataModule):
 
     @override
     def build(self, *, seed: int) -> Data:
+        import torch
+
         from src.cache import cache_key, load_or_build
 
         mnist_files = self._find_mnist()
@@ -92,9 +94,13 @@ class CMNISTDataModule(DataModule):
         settings |= {"correlation": self.correlation, "val_prop": self.val_prop, "seed": seed, "files": stats}
         path = self.root / "cache" / f"cmnist-{source}-{cache_key(settings)}.pt"
         tensors = load_or_build(path, lambda: self._prepare(source, seed))
+        group_colors = torch.tensor([PALETTE[name] for name in self._color_names()]) / 255
         splits = {
             name: Split(
-                images=tensors[f"{name}_images"], labels=tensors[f"{name}_labels"], groups=tensors[f"{name}_groups"]
+                images=tensors[f"{name}_images"],
+                labels=tensors[f"{name}_labels"],
+                groups=tensors[f"{name}_groups"],
+                group_colors=group_colors,  # each digit is drawn in its colour when its batch is formed
             )
             for name in ("train", "val", "test")
         }
@@ -123,7 +129,8 @@ class CMNISTDataModule(DataModule):
         return [palette[i] for i in self.colors or range(self.num_colors)]
 
     def _prepare(self, source: str, seed: int) -> dict[str, Tensor]:
-        """Load, resize, split and colour the digits: the tensors that the cache keeps."""
+        """Load, resize and split the digits, and choose their colours: the tensors that the cache keeps.
+        The images stay grey, (N, 1, H, W)."""
         import torch
 
         from src.digits import load_mnist, synthetic_digits
@@ -148,8 +155,7 @@ class CMNISTDataModule(DataModule):
             colors = torch.randint(len(color_names), labels.shape, generator=generator)
             tied = torch.rand(labels.shape, generator=generator) < correlation
             colors = torch.where(tied, labels % len(color_names), colors)
-            images = _colorize(images, colors, color_names)
-            return {f"{name}_images": images, f"{name}_labels": labels, f"{name}_groups": colors}
+            return {f"{name}_images": images.unsqueeze(1), f"{name}_labels": labels, f"{name}_groups": colors}
 
         order = torch.randperm(len(train_digits), generator=generator)
         num_val = round(len(order) * self.val_prop)
@@ -172,16 +178,3 @@ def _resize(images: Tensor, side: int) -> Tensor:
         scaled = F.interpolate(images[chunk].unsqueeze(1).float(), size=(side, side), mode="bilinear", antialias=True)
         resized[chunk] = scaled.squeeze(1).round().clamp(0, 255).to(torch.uint8)
     return resized
-
-
-def _colorize(images: Tensor, colors: Tensor, color_names: list[str]) -> Tensor:
-    """Tint (N, H, W) grey digits into (N, 3, H, W) uint8 images, colour `colors[i]` for image i."""
-    import torch
-
-    palette = torch.tensor([PALETTE[name] for name in color_names], dtype=torch.int32)
-    colored = torch.empty((len(images), 3, *images.shape[1:]), dtype=torch.uint8)
-    for start in range(0, len(images), CHUNK):
-        chunk = slice(start, start + CHUNK)
-        grey = images[chunk].to(torch.int32).unsqueeze(1)
-        colored[chunk] = ((grey * palette[colors[chunk], :, None, None] + 127) // 255).to(torch.uint8)
-    return colored

@@ -12,6 +12,7 @@ from omegaconf import II
 from src.errors import UserError
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
 __all__ = ["Data", "DataModule", "Split"]
@@ -24,9 +25,34 @@ class Split:
     images: Tensor  # uint8, (N, C, H, W): four times smaller than float until a batch is formed
     labels: Tensor  # int64, (N,): the class to predict
     groups: Tensor  # int64, (N,): the subgroup (a colour, an attribute) for fairness metrics
+    # For images kept grey, (N, 1, H, W), and drawn in their group's colour as a batch is formed (three
+    # times less memory than colour images): each group's colour, (num_groups, 3), RGB in [0, 1].
+    group_colors: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The shape of one image as the model sees it: (channels, height, width)."""
+        channels, height, width = self.images.shape[1:]
+        return (channels if self.group_colors is None else 3), height, width
+
+    def batch(self, index: Tensor | slice) -> Tensor:
+        """The images at `index` as the model sees them: float, in [0, 1], in colour where they are tinted."""
+        images = self.images[index].float().div_(255)
+        if self.group_colors is not None:
+            images = images * self.group_colors[self.groups[index], :, None, None]
+        return images
+
+    def to(self, device: torch.device) -> Split:
+        """This split on `device` (the same tensors if they are there already)."""
+        return Split(
+            images=self.images.to(device),
+            labels=self.labels.to(device),
+            groups=self.groups.to(device),
+            group_colors=None if self.group_colors is None else self.group_colors.to(device),
+        )
 
 
 @dataclass(frozen=True)
@@ -42,8 +68,7 @@ class Data:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        channels, height, width = self.train.images.shape[1:]
-        return channels, height, width
+        return self.train.image_shape
 
 
 @dataclass(eq=False, kw_only=True)

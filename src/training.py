@@ -43,8 +43,7 @@ def fit(
     model, optimizer, generator = state.model, state.optimizer, state.generator
     device = next(model.parameters()).device
     # The whole data set moves to the device once: no copy from the host for each batch.
-    train = _to_device(data.train, device)
-    val = _to_device(data.val, device)
+    train, val = data.train.to(device), data.val.to(device)
     while state.epoch < opt.epochs:
         epoch = state.epoch + 1
         model.train()
@@ -57,7 +56,7 @@ def fit(
         for start in tqdm(starts, desc=f"Epoch {epoch}/{opt.epochs}", leave=False, disable=None):
             batch = order[start : start + opt.batch_size]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.mixed_precision):
-                loss = F.cross_entropy(model(_as_float(train.images[batch])), train.labels[batch])
+                loss = F.cross_entropy(model(train.batch(batch)), train.labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # pyright: ignore[reportUnknownMemberType]
             optimizer.step()  # pyright: ignore[reportUnknownMemberType]
@@ -74,13 +73,13 @@ def fit(
 def evaluate(model: nn.Module, split: Split, group_names: list[str], *, prefix: str) -> Metrics:
     """Loss, accuracy, and accuracy per subgroup with the worst of them, as `prefix/name`."""
     device = next(model.parameters()).device
-    split = _to_device(split, device)
+    split = split.to(device)
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.empty(len(split), dtype=torch.bool, device=device)
     for start in range(0, len(split), EVAL_BATCH_SIZE):
         end = start + EVAL_BATCH_SIZE
-        logits = model(_as_float(split.images[start:end]))
+        logits = model(split.batch(slice(start, end)))
         loss_sum += F.cross_entropy(logits, split.labels[start:end], reduction="sum")
         correct[start:end] = logits.argmax(dim=1) == split.labels[start:end]
     metrics = {f"{prefix}/loss": loss_sum.item() / len(split), f"{prefix}/acc": correct.float().mean().item()}
@@ -91,12 +90,3 @@ def evaluate(model: nn.Module, split: Split, group_names: list[str], *, prefix: 
     }
     metrics[f"{prefix}/worst_group_acc"] = min(group_accs.values())
     return metrics | group_accs
-
-
-def _as_float(images: torch.Tensor) -> torch.Tensor:
-    """A batch of uint8 images as floats in [0, 1], made only when the batch is used."""
-    return images.float().div_(255)
-
-
-def _to_device(split: Split, device: torch.device) -> Split:
-    return Split(images=split.images.to(device), labels=split.labels.to(device), groups=split.groups.to(device))

@@ -2,7 +2,15 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
+import torch
+from torch import nn
+
+from src.cmnist import PALETTE, CMNISTDataModule
+from src.optimisation import OptimisationCfg
+from src.training import TrainingState, fit
 from tests.conftest import RunMain
 
 
@@ -75,3 +83,44 @@ def test_mixed_precision_trains(run_main: RunMain, tmp_path: Path) -> None:
     result = run_main("opt.mixed_precision=true", "model.hidden_dim=64", "opt.lr=1e-3", "hydra.run.dir=out")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]["val/acc"] > 0.5
+
+
+def test_cmnist_keeps_its_digits_grey_and_colours_each_batch(mnist_root: Path) -> None:
+    data = CMNISTDataModule(root=mnist_root, colors=[1, 4], num_colors=5).build(seed=0)
+    train = data.train
+    assert train.images.dtype == torch.uint8
+    assert train.images.shape[1] == 1  # a third of the memory of colour images
+    assert data.input_shape == (3, 28, 28)  # what the model sees
+    batch = train.batch(torch.arange(8))
+    assert batch.shape == (8, 3, 28, 28)
+    for image, grey, group in zip(batch, train.images[:8], train.groups[:8], strict=True):
+        color = PALETTE[data.group_names[int(group)]]  # green or orange
+        for channel, value in zip(image, color, strict=True):
+            torch.testing.assert_close(channel, grey[0].float() / 255 * value / 255)
+
+
+def test_the_data_moves_to_the_device_once_not_for_each_batch(
+    mnist_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a GPU every `Tensor.to(device)` in the loop would be a copy from the host; on the CPU
+    # (no GPU here) the calls are counted instead: as many for 4 batches an epoch as for 40.
+    data = CMNISTDataModule(root=mnist_root).build(seed=0)
+    moves: list[int] = []
+    original_to = torch.Tensor.to
+
+    def counting_to(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        moves[-1] += 1
+        return original_to(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    for batch_size in (256, 25):  # 960 training images: 4 batches, then 39
+        moves.append(0)
+        model = nn.Linear(3 * 28 * 28, 10)
+        state = TrainingState(
+            model=nn.Sequential(nn.Flatten(), model),
+            optimizer=torch.optim.SGD(model.parameters()),
+            generator=torch.Generator().manual_seed(0),
+        )
+        opt = OptimisationCfg(epochs=1, batch_size=batch_size)
+        fit(state, data, opt=opt, on_epoch_end=lambda _state: None, stop_requested=lambda: False)
+    assert moves[0] == moves[1]
