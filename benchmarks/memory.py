@@ -8,7 +8,8 @@ an AdamW optimiser made, since making any `torch.optim` optimiser imports `torch
 sympy and, where installed, Triton). Each peak is the kernel's own record for that one process
 (`ru_maxrss` from `os.wait4`): every page the process had in memory at its peak, memory-mapped files
 (the data cache, PyTorch's libraries) included, up to its exit. Medians over the repetitions, taken
-in alternating order. MB are 10^6 bytes. Target: the run under 1 GB (1000 MB). Exits with 1 if missed.
+in alternating order, and their range. MB are 10^6 bytes. Target: the run under 1 GB (1000 MB).
+Exits with 1 if missed.
 
     .venv/bin/python benchmarks/memory.py [--repeats 3] [OVERRIDE ...]
 """
