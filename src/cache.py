@@ -11,13 +11,14 @@ import hashlib
 import json
 import logging
 import pickle
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 import torch
 from torch import Tensor
+
+from src.checkpoint import write_atomically
 
 __all__ = ["cache_key", "load_or_build"]
 
@@ -51,9 +52,6 @@ def load_or_build(path: Path, build: Callable[[], Tensors]) -> Tensors:
     with lock:  # closing the file releases the lock, also when the process dies
         tensors = _read(path)
         if tensors is None:
-            # Only the holder of the lock writes temporary files: any left now are from a killed writer.
-            for stale in path.parent.glob(f"{path.name}.*.tmp"):
-                stale.unlink(missing_ok=True)
             tensors = build()
             _write(path, tensors)
     _last_loaded = (path, tensors)
@@ -92,13 +90,9 @@ def _read(path: Path) -> Tensors | None:
 
 
 def _write(path: Path, tensors: Tensors) -> None:
-    """Write atomically: a process that dies half-way leaves a temporary file, never a broken cache."""
-    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    """Write atomically (only the holder of the lock writes, so one temporary name will do)."""
     try:
-        torch.save({"tensors": tensors, "sizes": _sizes(tensors)}, temporary)
-        temporary.replace(path)
+        write_atomically(path, lambda file: torch.save({"tensors": tensors, "sizes": _sizes(tensors)}, file))
         log.info(f"Cached the prepared data in {path}; later runs read it from there.")
     except (OSError, RuntimeError) as error:  # a full disk: the data is prepared, only the cache is missing
         log.warning(f"WARNING: could not write the cache {path} ({error}); the next run prepares the data again.")
-    finally:
-        temporary.unlink(missing_ok=True)
