@@ -109,11 +109,11 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     metrics_file = output_dir / METRICS_FILE
     record = {"status": "finished" if metrics else "interrupted", "data_source": data.source, "metrics": metrics}
     write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
-    if not metrics and stop.requeue is not None:
-        # The job starts again in this output directory, and so continues from the checkpoint.
-        log.info(f"Stopped for SLURM (preemption or time limit): saved in {os.path.relpath(checkpoint.path)}.")
-        stop.requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
     if not metrics:
+        if stop.requeue is not None:
+            # The job starts again in this output directory, and so continues from the checkpoint.
+            log.info(f"Stopped for SLURM (preemption or time limit): saved in {os.path.relpath(checkpoint.path)}.")
+            stop.requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
         # Hydra's rerun applies the overrides saved in the output directory, those of a multirun's job too.
         log.info(
             f"Interrupted: saved in {os.path.relpath(checkpoint.path)}; to continue, "
