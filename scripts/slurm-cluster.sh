@@ -170,7 +170,9 @@ SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$SOCKET
+# cred_expire: how long a requeued job waits before it may start again (120 s by default, since
+# its old credential must expire first); short, so that requeued test jobs start again soon.
+AuthInfo=socket=$SOCKET,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/slurmd
