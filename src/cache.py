@@ -18,24 +18,22 @@ from typing import TextIO
 import torch
 from torch import Tensor
 
-from src.checkpoint import write_atomically
+from src.atomic_write import write_atomically
 
 __all__ = ["cache_key", "load_or_build"]
 
 log = logging.getLogger(__name__)
 Tensors = dict[str, Tensor]
-# Part of every cache's name: raise it when the code changes what a cache holds, so that no run reads
-# a cache that an older version wrote. 2: coloured MNIST keeps its digits grey.
-FORMAT = 2
 # The last data loaded in this process: the jobs of a local multirun share a process, and consecutive
 # jobs with the same data settings reuse the tensors without touching the disk.
 _last_loaded: tuple[Path, Tensors] | None = None
 
 
 def cache_key(settings: object) -> str:
-    """A short name for `settings` (JSON-able, e.g. a dict of every setting that changes the tensors)."""
-    versioned = {"settings": settings, "format": FORMAT}
-    return hashlib.sha256(json.dumps(versioned, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short name for `settings`: JSON-able, everything that changes the tensors, including the version
+    of the code that prepares them (each data module's CACHE_FORMAT), so that no run reads a cache that
+    an older version wrote."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_or_build(path: Path, build: Callable[[], Tensors]) -> Tensors:
@@ -47,7 +45,7 @@ def load_or_build(path: Path, build: Callable[[], Tensors]) -> Tensors:
     try:
         lock = _lock(path)
     except OSError as error:  # a read-only data folder: work without the cache
-        log.warning(f"WARNING: cannot use the cache {path} ({error}); preparing the data without it.")
+        log.warning(f"cannot use the cache {path} ({error}); preparing the data without it.")
         return build()
     with lock:  # closing the file releases the lock, also when the process dies
         tensors = _read(path)
@@ -85,7 +83,7 @@ def _read(path: Path) -> Tensors | None:
         problem = "its tensors are not the recorded sizes"
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as error:
         problem = str(error).splitlines()[0].split(". ")[0]
-    log.warning(f"WARNING: the cache {path} is damaged ({problem}); preparing the data again.")
+    log.warning(f"the cache {path} is damaged ({problem}); preparing the data again.")
     return None
 
 
@@ -95,4 +93,4 @@ def _write(path: Path, tensors: Tensors) -> None:
         write_atomically(path, lambda file: torch.save({"tensors": tensors, "sizes": _sizes(tensors)}, file))
         log.info(f"Cached the prepared data in {path}; later runs read it from there.")
     except (OSError, RuntimeError) as error:  # a full disk: the data is prepared, only the cache is missing
-        log.warning(f"WARNING: could not write the cache {path} ({error}); the next run prepares the data again.")
+        log.warning(f"could not write the cache {path} ({error}); the next run prepares the data again.")

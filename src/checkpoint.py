@@ -1,5 +1,4 @@
-"""Nothing lost: a checkpoint after every epoch, atomic writes, a clean stop on Ctrl-C and on SLURM's
-warning of preemption or the time limit, and an output directory that is checked before a run starts.
+"""Nothing lost: a checkpoint after every epoch, from which a stopped run continues.
 
 A checkpoint holds everything that decides what training does next: the model, the optimiser, the
 progress (epoch, step, metrics so far), the random states and the W&B run id. A run started again in
@@ -13,36 +12,17 @@ import json
 import logging
 import os
 import pickle
-import signal
-import sys
-import tempfile
-import threading
-from collections.abc import Callable, Generator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-from typing_extensions import override
-
+from src.atomic_write import write_atomically
 from src.errors import UserError
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     from src.training import TrainingState
 
-__all__ = [
-    "CHECKPOINT_FILE",
-    "SLURM_STOP_SIGNAL",
-    "Checkpoint",
-    "OutputDirCheck",
-    "StopRequest",
-    "stop_on_signals",
-    "write_atomically",
-]
+__all__ = ["CHECKPOINT_FILE", "Checkpoint"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -125,88 +105,6 @@ class Checkpoint:
         if saved["rng"]["cuda"] and torch.cuda.is_available():  # a GPU run may continue on the CPU
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"][: torch.cuda.device_count()])
         log.info(f"Continuing from {os.path.relpath(self.path)}: {state.epoch} epochs and {state.step} steps done.")
-
-
-def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write a file through `write(file)` under a temporary name, then rename it: readers, and a later
-    run, find the old file or the new one, never a partial one (a rename within a directory is atomic)."""
-    temporary = path.with_name(f"{path.name}.tmp")
-    try:
-        with temporary.open("wb") as file:
-            write(file)
-            file.flush()
-            # On the disk before the rename: a machine that crashes cannot leave an empty file behind.
-            os.fsync(file.fileno())
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-# SLURM sends this signal to a job shortly before it preempts it or the job reaches its time limit, as
-# submitit asks it to (`sbatch --signal=USR2@<signal_delay_s>`); submitit's handler then requeues the job.
-SLURM_STOP_SIGNAL = signal.SIGUSR2
-
-
-@dataclass(eq=False)
-class StopRequest:
-    """Filled in by `stop_on_signals()` when a signal asks training to stop after the current step."""
-
-    requested: bool = False
-    # Set when SLURM's signal asked: submitit's handler, deferred until the checkpoint is saved. It
-    # requeues the job (which then continues from the checkpoint) and exits.
-    requeue: Callable[[], object] | None = None
-
-
-@contextmanager
-def stop_on_signals() -> Generator[StopRequest]:
-    """Within this block the first Ctrl-C (SIGINT), and in a SLURM job that submitit started its stop
-    signal, only fill in the yielded StopRequest, which training checks after each step to stop cleanly;
-    a second one of either is handled at once, as usual."""
-    stop = StopRequest()
-    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
-        yield stop
-        return
-    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT) or signal.default_int_handler}
-    slurm_handler = signal.getsignal(SLURM_STOP_SIGNAL)
-    if callable(slurm_handler):  # submitit's; elsewhere the signal keeps its default action
-        previous[SLURM_STOP_SIGNAL] = slurm_handler
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.requested = True
-        handler = previous[signal.Signals(signum)]
-        if signum == SLURM_STOP_SIGNAL and callable(handler):
-            stop.requeue = lambda: handler(signum, frame)
-        signal.signal(signum, handler)
-
-    for signum in previous:
-        signal.signal(signum, request_stop)
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-class OutputDirCheck(Callback):
-    """A Hydra callback that stops a run whose output directory cannot be written to, with one line, before
-    Hydra tries to create the directory (and fails with a traceback)."""
-
-    @override
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_writable(Path(config.hydra.run.dir), "hydra.run.dir")
-
-    @override
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
-
-
-def _check_writable(directory: Path, key: str) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=directory).close()
-    except OSError as error:
-        # Hydra turns a callback's exceptions into warnings, and goes on; SystemExit is not one of them.
-        sys.exit(f"Error: cannot write to the output directory {directory} ({error}); set {key} to a writable one.")
 
 
 def _plain(config: dict[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from omegaconf import II
 
@@ -20,14 +20,15 @@ __all__ = ["Data", "DataModule", "Split"]
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a data set, held whole in memory; batches are formed by indexing."""
+    """One split of a data set, held whole in memory; batches are formed by indexing.
+
+    A data module whose images need work as each batch is formed (CMNIST colours its grey digits)
+    subclasses it and overrides `batch()` and `image_shape`.
+    """
 
     images: Tensor  # uint8, (N, C, H, W): four times smaller than float until a batch is formed
     labels: Tensor  # int64, (N,): the class to predict
     groups: Tensor  # int64, (N,): the subgroup (a colour, an attribute) for fairness metrics
-    # For images kept grey, (N, 1, H, W), and drawn in their group's colour as a batch is formed (three
-    # times less memory than colour images): each group's colour, (num_groups, 3), RGB in [0, 1].
-    group_colors: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -36,23 +37,15 @@ class Split:
     def image_shape(self) -> tuple[int, int, int]:
         """The shape of one image as the model sees it: (channels, height, width)."""
         channels, height, width = self.images.shape[1:]
-        return (channels if self.group_colors is None else 3), height, width
+        return channels, height, width
 
     def batch(self, index: Tensor | slice) -> Tensor:
-        """The images at `index` as the model sees them: float, in [0, 1], in colour where they are tinted."""
-        images = self.images[index].float().div_(255)
-        if self.group_colors is not None:
-            images = images * self.group_colors[self.groups[index], :, None, None]
-        return images
+        """The images at `index` as the model sees them: float, in [0, 1]."""
+        return self.images[index].float().div_(255)
 
-    def to(self, device: torch.device) -> Split:
+    def to(self, device: torch.device) -> Self:
         """This split on `device` (the same tensors if they are there already)."""
-        return Split(
-            images=self.images.to(device),
-            labels=self.labels.to(device),
-            groups=self.groups.to(device),
-            group_colors=None if self.group_colors is None else self.group_colors.to(device),
-        )
+        return replace(self, **{field.name: getattr(self, field.name).to(device) for field in fields(self)})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from src.errors import UserError
 
-__all__ = ["MnistUnavailableError", "ensure_mnist", "load_mnist", "synthetic_digits"]
+__all__ = ["MnistUnavailableError", "ensure_mnist", "load_mnist", "resize_digits", "synthetic_digits"]
 
 # The four files that torchvision's MNIST reads from ROOT/MNIST/raw.
 MNIST_FILES = (
@@ -89,6 +89,16 @@ def synthetic_digits(num: int, *, generator: torch.Generator) -> Digits:
         warped = F.grid_sample(source, grid, align_corners=False)
         images[chunk] = (warped.squeeze(1) * 255).round().to(torch.uint8)
     return images, labels
+
+
+def resize_digits(images: Tensor, side: int) -> Tensor:
+    """Resize (N, H, W) uint8 images to (N, side, side), a chunk at a time to bound memory."""
+    resized = torch.empty((len(images), side, side), dtype=torch.uint8)
+    for start in range(0, len(images), CHUNK):
+        chunk = slice(start, start + CHUNK)
+        scaled = F.interpolate(images[chunk].unsqueeze(1).float(), size=(side, side), mode="bilinear", antialias=True)
+        resized[chunk] = scaled.squeeze(1).round().clamp(0, 255).to(torch.uint8)
+    return resized
 
 
 def _glyphs() -> Tensor:

@@ -16,22 +16,22 @@ from src.celeba import CelebADataModule
 from src.cmnist import CMNISTDataModule
 from src.data import Data, DataModule
 from src.errors import UserError
-from src.logging import WandbCfg, refuse_api_key
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
+from src.wandb_logging import WandbCfg, refuse_api_key
 
 if TYPE_CHECKING:
     import torch
     from wandb.sdk.wandb_run import Run
 
-    from src.checkpoint import Checkpoint, StopRequest
+    from src.checkpoint import Checkpoint
+    from src.stopping import StopRequest
     from src.training import Metrics, TrainingState
 
 __all__ = ["Config", "register_configs", "run"]
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
-INTERRUPTED = 130  # the exit code of a program stopped by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -79,7 +79,9 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
     import torch
 
-    from src.checkpoint import CHECKPOINT_FILE, Checkpoint, stop_on_signals, write_atomically
+    from src.atomic_write import write_atomically
+    from src.checkpoint import CHECKPOINT_FILE, Checkpoint
+    from src.stopping import INTERRUPTED, stop_on_signals
     from src.training import TrainingState
 
     # A checkpoint here of a run with other settings stops this one before the data is prepared.
@@ -102,33 +104,25 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     try:
         with stop_on_signals() as stop:
             metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop)
-        exit_code = 0 if metrics else INTERRUPTED
+        exit_code = INTERRUPTED if metrics is None else 0
     finally:
         if wandb_run is not None:
             wandb_run.finish(exit_code=exit_code)
     metrics_file = output_dir / METRICS_FILE
-    record = {"status": "finished" if metrics else "interrupted", "data_source": data.source, "metrics": metrics}
+    status = "interrupted" if metrics is None else "finished"
+    record = {"status": status, "data_source": data.source, "metrics": metrics or {}}
     write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
-    if not metrics:
-        if stop.requeue is not None:
-            # The job starts again in this output directory, and so continues from the checkpoint.
-            log.info(f"Stopped for SLURM (preemption or time limit): saved in {os.path.relpath(checkpoint.path)}.")
-            stop.requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
-        # Hydra's rerun applies the overrides saved in the output directory, those of a multirun's job too.
-        log.info(
-            f"Interrupted: saved in {os.path.relpath(checkpoint.path)}; to continue, "
-            f"run: python main.py --experimental-rerun {os.path.relpath(output_dir)}"
-        )
-        raise SystemExit(INTERRUPTED)
+    if metrics is None:
+        stop.end_run(checkpoint.path, output_dir)
     log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)})")
     return metrics["val/acc"]
 
 
 def _train_and_test(
     cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, wandb_run: Run | None, *, stop: StopRequest
-) -> Metrics:
+) -> Metrics | None:
     """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics,
-    or none if a signal stopped training (after saving a checkpoint, to be continued)."""
+    or None if a signal stopped training (after saving a checkpoint, to be continued)."""
     from src.training import evaluate, fit
 
     def end_epoch(state: TrainingState) -> None:
@@ -140,7 +134,7 @@ def _train_and_test(
     fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=lambda: stop.requested)
     if state.epoch < cfg.opt.epochs:  # stopped by a signal, within an epoch
         checkpoint.save(state)
-        return {}
+        return None
     test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test")
     log.info(f"Test: {_summary(test_metrics, 'test')}")
     if wandb_run is not None:

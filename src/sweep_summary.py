@@ -1,4 +1,4 @@
-"""A Hydra callback that summarises a multirun: one row per job, and mean ± std over seeds."""
+"""The summary of a multirun: one row per job, and mean ± std over seeds, from the job directories."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
-from typing_extensions import override
+from omegaconf import OmegaConf
 
-__all__ = ["SweepSummary"]
+__all__ = ["summarise_sweep"]
 
 log = logging.getLogger(__name__)
 METRIC = "val/acc"  # what `main()` returns, so what the sweepers optimise; higher is better
@@ -50,46 +48,37 @@ class SeedGroup:
         return [job.metrics[metric] for job in self.jobs if metric in job.metrics]
 
 
-class SweepSummary(Callback):
-    """Write a summary of the multirun into its sweep directory, and print it.
+def summarise_sweep(sweep_dir: Path) -> None:
+    """Write summary.csv (and summary_by_config.csv, when a configuration ran with several seeds) into
+    the sweep directory, from what its job directories hold, and print the headline metrics."""
+    jobs = sorted(_read_jobs(sweep_dir), key=lambda job: -job.metrics.get(METRIC, float("-inf")))
+    if not jobs:
+        log.info(f"No job directories in {sweep_dir}: nothing to summarise.")
+        return
+    keys = _union(job.overrides for job in jobs)
+    metrics = _union(job.metrics for job in jobs)
+    path = sweep_dir / "summary.csv"
+    _write_csv(
+        path,
+        ["job", "status", *keys, *metrics],
+        [[job.name, job.status, *_cells(job.overrides, keys), *_cells(job.metrics, metrics)] for job in jobs],
+    )
+    table = _table(
+        ["job", "status", *keys, *HEADLINE_METRICS],
+        [
+            [job.name, job.status, *_cells(job.overrides, keys)]
+            + [f"{job.metrics[name]:.4f}" if name in job.metrics else "" for name in HEADLINE_METRICS]
+            for job in jobs
+        ],
+    )
+    log.info(f"Summary of {len(jobs)} jobs, best {METRIC} first (all metrics in {path}):\n{table}")
 
-    It reads the job directories rather than the jobs' return values because the jobs may have
-    run in other processes or on other machines (submitit, SLURM): every launcher leaves their
-    output directories, and Hydra calls `on_multirun_end` on the machine that started the sweep.
-    """
-
-    @override
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # Called after the last job, and also when the sweep stopped with an error.
-        sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = sorted(_read_jobs(sweep_dir), key=lambda job: -job.metrics.get(METRIC, float("-inf")))
-        if not jobs:
-            log.info(f"No job directories in {sweep_dir}: nothing to summarise.")
-            return
-        keys = _union(job.overrides for job in jobs)
-        metrics = _union(job.metrics for job in jobs)
-        path = sweep_dir / "summary.csv"
-        _write_csv(
-            path,
-            ["job", "status", *keys, *metrics],
-            [[job.name, job.status, *_cells(job.overrides, keys), *_cells(job.metrics, metrics)] for job in jobs],
-        )
-        table = _table(
-            ["job", "status", *keys, *HEADLINE_METRICS],
-            [
-                [job.name, job.status, *_cells(job.overrides, keys)]
-                + [f"{job.metrics[name]:.4f}" if name in job.metrics else "" for name in HEADLINE_METRICS]
-                for job in jobs
-            ],
-        )
-        log.info(f"Summary of {len(jobs)} jobs, best {METRIC} first (all metrics in {path}):\n{table}")
-
-        groups: dict[tuple[tuple[str, str], ...], SeedGroup] = {}
-        for job in jobs:
-            shared = {key: value for key, value in job.overrides.items() if key.lstrip("+~") != SEED}
-            groups.setdefault(tuple(shared.items()), SeedGroup(shared, [])).jobs.append(job)
-        if any(len(group.jobs) > 1 for group in groups.values()):
-            _summarise_seeds(sweep_dir, list(groups.values()), metrics)
+    groups: dict[tuple[tuple[str, str], ...], SeedGroup] = {}
+    for job in jobs:
+        shared = {key: value for key, value in job.overrides.items() if key.lstrip("+~") != SEED}
+        groups.setdefault(tuple(shared.items()), SeedGroup(shared, [])).jobs.append(job)
+    if any(len(group.jobs) > 1 for group in groups.values()):
+        _summarise_seeds(sweep_dir, list(groups.values()), metrics)
 
 
 def _summarise_seeds(sweep_dir: Path, groups: list[SeedGroup], metrics: list[str]) -> None:

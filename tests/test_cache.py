@@ -84,7 +84,7 @@ def test_a_truncated_cache_is_rebuilt_with_a_warning_never_used(
     assert len(builds) == 2
     assert all(torch.equal(rebuilt[name], tensor) for name, tensor in expected.items())
     (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert warning.startswith(f"WARNING: the cache {path} is damaged (")
+    assert warning.startswith(f"the cache {path} is damaged (")
     assert warning.endswith("); preparing the data again.")
     # The rebuilt cache is whole again: read, not built.
     load()

@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from src.checkpoint import CHECKPOINT_FILE, SLURM_STOP_SIGNAL, Checkpoint, stop_on_signals
+from src.checkpoint import CHECKPOINT_FILE, Checkpoint
 from src.errors import UserError
+from src.stopping import SLURM_STOP_SIGNAL, stop_on_signals
 from src.training import TrainingState
 from tests.conftest import REPO, RunMain
 from tests.test_wandb import logged, read_records
