@@ -1,10 +1,11 @@
 # The two commands of this project: `make run` trains with the default config (add Hydra overrides
-# with ARGS="model=cnn seed=1"), `make test` runs the linters, the type checker and the tests.
+# with ARGS="model=cnn seed=1"), `make test` runs the linters, the type checker and the tests
+# (`make test-fast`: the fast tests alone).
 # Both create the virtual environment .venv from requirements-dev.lock the first time.
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lock
+.PHONY: run test test-fast lock
 
 run: $(VENV)/installed
 	$(BIN)/python main.py $(ARGS)
@@ -14,6 +15,11 @@ test: $(VENV)/installed
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 	$(BIN)/pytest
+
+# The tests a developer runs after each change, in about a minute: those not marked slow (in-process
+# runs on tiny data, the command line's fast paths and errors). `make test` runs them all.
+test-fast: $(VENV)/installed
+	$(BIN)/pytest -m "not slow" -q
 
 # Pin new versions after changing the dependencies in pyproject.toml.
 lock:

@@ -84,6 +84,7 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     from src.stopping import INTERRUPTED, stop_on_signals
     from src.training import TrainingState
 
+    output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a caller of `run()` may not have
     # A checkpoint here of a run with other settings stops this one before the data is prepared.
     checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)

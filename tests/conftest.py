@@ -1,4 +1,6 @@
-"""Shared fixtures: small MNIST files in the real IDX format, and a way to run `main.py`."""
+"""Shared fixtures: small MNIST files in the real IDX format, and two ways to run the program: `run_main`
+runs `main.py` as a user does, in a subprocess; `train` calls `run()` in this process, on a config
+composed by Hydra's compose API, for tests where a subprocess adds nothing but time."""
 
 import os
 import subprocess
@@ -8,12 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from src.digits import MNIST_FILES, synthetic_digits
+from src.run import register_configs, run
 from tests.celeba_folder import write_celeba
 
 REPO = Path(__file__).resolve().parents[1]
 RunMain = Callable[..., subprocess.CompletedProcess[str]]
+Train = Callable[..., float]
+register_configs()  # once per process, as main.py does: the ConfigStore is a process-wide singleton
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
@@ -56,3 +62,18 @@ def run_main(mnist_root: Path, tmp_path: Path) -> RunMain:
         )
 
     return run
+
+
+@pytest.fixture
+def train(mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Train:
+    """`train(*overrides, output_dir=...)`: compose the config as `python main.py OVERRIDES` would and call
+    `run()` with it, as a library user does; on the small MNIST, in `tmp_path` (output: `tmp_path/out`)."""
+    monkeypatch.setenv("HYDRA_EXAMPLE_DATA", str(mnist_root))
+    monkeypatch.chdir(tmp_path)
+
+    def train(*overrides: str, output_dir: Path = tmp_path / "out") -> float:
+        with initialize_config_dir(config_dir=str(REPO / "conf")):
+            config = compose(config_name="config", overrides=list(overrides))
+        return run(config, output_dir=output_dir)
+
+    return train

@@ -267,6 +267,7 @@ def test_a_failed_download_says_why_in_one_line(tmp_path: Path, monkeypatch: pyt
     assert "Google Drive" in message
 
 
+@pytest.mark.slow
 def test_the_good_run_experiment_learns_on_celeba(run_main: RunMain, fake: FakeCelebA, tmp_path: Path) -> None:
     result = run_main(
         "+experiment=good_run", "opt.epochs=5", "hydra.run.dir=out", env={"HYDRA_EXAMPLE_DATA": str(fake.root)}
@@ -283,6 +284,7 @@ def test_the_good_run_experiment_learns_on_celeba(run_main: RunMain, fake: FakeC
     assert cache_files(fake)[0].name.startswith("celeba-32px-")  # celeba_male_smiling_small
 
 
+@pytest.mark.slow
 def test_every_celeba_option_runs(run_main: RunMain, fake: FakeCelebA, tmp_path: Path) -> None:
     options = "celeba,celeba_male_blond,celeba_male_smiling,celeba_male_smiling_small"
     # One process for all four: a multirun, with the smallest model, which trains fastest.

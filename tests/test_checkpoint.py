@@ -73,6 +73,7 @@ def uninterrupted(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return cwd / "out", metrics_record(cwd / "out")
 
 
+@pytest.mark.slow
 def test_a_killed_run_continues_to_the_same_metrics(
     uninterrupted: tuple[Path, dict[str, Any]], mnist_root: Path, run_main: RunMain, tmp_path: Path
 ) -> None:
@@ -89,6 +90,7 @@ def test_a_killed_run_continues_to_the_same_metrics(
     assert metrics_record(out) == uninterrupted[1]  # every metric, bit for bit
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_finishes_and_records_the_run_which_then_continues_to_the_same_metrics(
     uninterrupted: tuple[Path, dict[str, Any]], mnist_root: Path, run_main: RunMain, tmp_path: Path
 ) -> None:
@@ -120,6 +122,7 @@ def test_ctrl_c_saves_finishes_and_records_the_run_which_then_continues_to_the_s
     assert any("test/acc" in row for row in history)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_only_continued_with_its_own_settings(
     uninterrupted: tuple[Path, dict[str, Any]], run_main: RunMain
 ) -> None:
@@ -210,6 +213,7 @@ def test_outside_submitit_the_slurm_signal_keeps_its_default_action() -> None:
         assert signal.getsignal(SLURM_STOP_SIGNAL) is signal.SIG_DFL
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_multirun_stops_it_and_the_summary_shows_the_job_as_interrupted(
     mnist_root: Path, tmp_path: Path
 ) -> None:

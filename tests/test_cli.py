@@ -1,5 +1,6 @@
 """The command line's fast paths and its errors: one clear line and a non-zero exit, no traceback."""
 
+import logging
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import torch
 
 from src.errors import UserError
 from src.run import _device  # pyright: ignore[reportPrivateUsage]
-from tests.conftest import REPO, RunMain
+from tests.conftest import REPO, RunMain, Train
 
 HEAVY_MODULES = ("torch", "torchvision", "wandb")
 
@@ -71,9 +72,9 @@ def test_a_missing_gpu_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
         _device(3)
 
 
-def test_without_cuda_the_run_says_so_and_uses_the_cpu(run_main: RunMain) -> None:
+def test_without_cuda_the_run_says_so_and_uses_the_cpu(train: Train, caplog: pytest.LogCaptureFixture) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = run_main("gpu=1", "opt.epochs=1", "model.hidden_dim=16")
-    assert result.returncode == 0, result.stderr
-    assert "CUDA is not available; running on the CPU." in result.stdout
+    with caplog.at_level(logging.INFO):
+        train("gpu=1", "opt.epochs=1", "model.hidden_dim=16")
+    assert "CUDA is not available; running on the CPU." in caplog.messages

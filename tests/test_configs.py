@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from src.run import Config, register_configs
+from src.run import Config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # The groups a YAML file can belong to, and how an override selects one of their options.
@@ -32,7 +32,7 @@ def override_for(yaml_file: Path) -> str:
 
 def all_overrides() -> Iterator[str]:
     yield from (override_for(path) for path in sorted(CONF.rglob("*.yaml")) if path != CONF / "config.yaml")
-    register_configs()
+    # tests/conftest.py filled the ConfigStore, as main.py does.
     for group in ("dm", "model"):  # the options that come from the ConfigStore, not from YAML
         yield from (f"{group}={name.removesuffix('.yaml')}" for name in ConfigStore.instance().list(group))
 

@@ -79,6 +79,7 @@ def test_a_config_that_holds_the_wandb_api_key_is_refused_without_showing_it(
     assert not (tmp_path / "wb").exists()  # W&B never started
 
 
+@pytest.mark.slow
 def test_the_wandb_api_key_is_in_no_output_of_a_run(run_main: RunMain, tmp_path: Path) -> None:
     result = run_main(*TINY, "wandb.mode=offline", "wandb.dir=wb", "hydra.run.dir=out", env={"WANDB_API_KEY": SECRET})
     assert result.returncode == 0, result.stderr

@@ -28,6 +28,8 @@ from tests.slurm_cluster import cluster_env
 from tests.test_checkpoint import ARGS as CHECKPOINT_ARGS
 from tests.test_checkpoint import environment, wait_for
 
+pytestmark = pytest.mark.slow  # every test here runs main.py in subprocesses
+
 LAUNCHER = "hydra/launcher=slurm/kyiv"
 # Small and fast, and never a download: data_source "mnist" in a job's metrics.json then proves
 # that HYDRA_EXAMPLE_DATA, which `run_main` sets, reached the SLURM job.

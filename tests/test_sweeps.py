@@ -13,11 +13,14 @@ from contextlib import closing
 from pathlib import Path
 
 import optuna
+import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from src.optuna_sweeper import INTERRUPTED
 from tests.conftest import REPO, RunMain
+
+pytestmark = pytest.mark.slow  # every test here runs main.py in subprocesses
 
 # Small, fast jobs that still train and evaluate.
 TINY = ("model.hidden_dim=16", "opt.epochs=1")

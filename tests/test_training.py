@@ -1,6 +1,7 @@
-"""End-to-end runs of `main.py`: real training on small generated data."""
+"""Training on small generated data, in this process (`train` composes the config as main.py would)."""
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,78 +12,88 @@ from torch import nn
 from src.cmnist import PALETTE, CMNISTDataModule
 from src.optimisation import OptimisationCfg
 from src.training import TrainingState, fit
-from tests.conftest import RunMain
+from tests.conftest import Train
 
 
-def test_default_run_learns_the_digits(run_main: RunMain, tmp_path: Path) -> None:
-    result = run_main("hydra.run.dir=out")
-    assert result.returncode == 0, result.stderr
-    assert "Starting a run with seed 42 and GPU 0." in result.stdout
-    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+def metrics_record(output_dir: Path) -> dict[str, Any]:
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def no_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root without MNIST, shared by the tests of synthetic digits: the first one to run makes
+    them (seconds), the others read them from its cache."""
+    return tmp_path_factory.mktemp("no_mnist")
+
+
+def test_default_run_learns_the_digits(train: Train, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        val_acc = train()
+    assert "Starting a run with seed 42 and GPU 0." in caplog.messages
+    record = metrics_record(tmp_path / "out")
     assert record["status"] == "finished"
     assert record["data_source"] == "mnist"
-    assert record["metrics"]["val/acc"] > 0.5  # ten classes: chance is 0.1
-    assert f"Final val/acc={record['metrics']['val/acc']:.4f}" in result.stdout
+    assert record["metrics"]["val/acc"] == val_acc  # what a sweeper receives is what was recorded
+    assert val_acc > 0.5  # ten classes: chance is 0.1
+    assert f"Final val/acc={val_acc:.4f} (all metrics: out/metrics.json)" in caplog.messages
 
 
-def test_the_same_seed_gives_the_same_metrics_bit_for_bit(run_main: RunMain, tmp_path: Path) -> None:
+def test_the_same_seed_gives_the_same_metrics_bit_for_bit(train: Train, tmp_path: Path) -> None:
     runs = {"a": "seed=7", "b": "seed=7", "c": "seed=8"}
     for out, seed in runs.items():
-        result = run_main(seed, "opt.epochs=1", "model.hidden_dim=64", "dm.correlation=0.5", f"hydra.run.dir={out}")
-        assert result.returncode == 0, result.stderr
-    metrics = {out: json.loads((tmp_path / out / "metrics.json").read_text())["metrics"] for out in runs}
+        train(seed, "opt.epochs=1", "model.hidden_dim=64", "dm.correlation=0.5", output_dir=tmp_path / out)
+    metrics = {out: metrics_record(tmp_path / out)["metrics"] for out in runs}
     assert metrics["a"] == metrics["b"]
     assert metrics["a"] != metrics["c"]
 
 
-def test_without_mnist_the_run_uses_synthetic_digits_and_says_so(run_main: RunMain, tmp_path: Path) -> None:
-    args = ("dm.root=empty", "dm.download=false", "model.hidden_dim=32", "opt.epochs=1", "hydra.run.dir=out")
-    result = run_main(*args)
-    assert result.returncode == 0, result.stderr
-    assert "WARNING: no MNIST files in empty/MNIST/raw and dm.download=false; using SYNTHETIC digits" in result.stdout
-    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+def test_without_mnist_the_run_uses_synthetic_digits_and_says_so(
+    train: Train, tmp_path: Path, no_mnist_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train(f"dm.root={no_mnist_root}", "dm.download=false", "model.hidden_dim=32", "opt.epochs=1")
+    (warning,) = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.getMessage().startswith(
+        f"no MNIST files in {no_mnist_root}/MNIST/raw and dm.download=false; using SYNTHETIC digits"
+    )
+    record = metrics_record(tmp_path / "out")
     assert record["data_source"] == "synthetic"
     assert record["metrics"]["test/acc"] > 0.5
 
 
-def test_synthetic_digits_can_be_forced(run_main: RunMain, tmp_path: Path) -> None:
-    result = run_main("dm.digits=SYNTHETIC", "model=cnn", "opt.epochs=1", "opt.lr=1e-3", "hydra.run.dir=out")
-    assert result.returncode == 0, result.stderr
-    assert "WARNING" not in result.stdout
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["data_source"] == "synthetic"
+def test_synthetic_digits_can_be_forced(
+    train: Train, tmp_path: Path, no_mnist_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train(f"dm.root={no_mnist_root}", "dm.digits=SYNTHETIC", "model.hidden_dim=16", "opt.epochs=1")
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert metrics_record(tmp_path / "out")["data_source"] == "synthetic"
 
 
-def test_label_map_colors_and_resolution_shape_the_data(run_main: RunMain, tmp_path: Path) -> None:
-    args = ("+dm.label_map={3: 0, 8: 1}", "dm.colors=[1, 4]", "dm.num_colors=5", "dm.default_res=20", "model=cnn")
-    result = run_main(
-        *args, "model.kernel_size=3", "opt.lr=3e-3", "opt.batch_size=16", "opt.epochs=6", "hydra.run.dir=out"
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Conv2d(3, 6, kernel_size=(3, 3)" in result.stdout
-    assert "Linear(in_features=144, out_features=120" in result.stdout  # 16 channels x 3 x 3 from 20x20
-    assert "Linear(in_features=84, out_features=2" in result.stdout  # two classes
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+def test_label_map_colors_and_resolution_shape_the_data(
+    train: Train, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_args = ("+dm.label_map={3: 0, 8: 1}", "dm.colors=[1, 4]", "dm.num_colors=5", "dm.default_res=20")
+    with caplog.at_level(logging.INFO):
+        train(*data_args, "model=cnn", "model.kernel_size=3", "opt.lr=3e-3", "opt.batch_size=16", "opt.epochs=6")
+    assert "Conv2d(3, 6, kernel_size=(3, 3)" in caplog.text
+    assert "Linear(in_features=144, out_features=120" in caplog.text  # 16 channels x 3 x 3 from 20x20
+    assert "Linear(in_features=84, out_features=2" in caplog.text  # two classes
+    metrics = metrics_record(tmp_path / "out")["metrics"]
     assert {name for name in metrics if name.startswith("val/acc_")} == {"val/acc_green", "val/acc_orange"}
     assert metrics["val/acc"] > 0.6  # 3 against 8: chance is 0.5
 
 
-def test_a_colour_shortcut_shows_in_worst_group_accuracy(run_main: RunMain, tmp_path: Path) -> None:
+def test_a_colour_shortcut_shows_in_worst_group_accuracy(train: Train, tmp_path: Path) -> None:
     # Every training digit wears its label's colour: a model can learn the colour instead of the
     # digit, and validation, where colours are random, exposes it.
-    args = ("dm.correlation=1.0", "model=single_linear_layer", "opt.lr=1e-2", "opt.epochs=1")
-    shortcut = run_main(*args, "hydra.run.dir=shortcut")
-    honest = run_main(*args, "dm.correlation=0.0", "hydra.run.dir=honest")
-    assert shortcut.returncode == honest.returncode == 0, shortcut.stderr + honest.stderr
-    shortcut_metrics, honest_metrics = (
-        json.loads((tmp_path / out / "metrics.json").read_text())["metrics"] for out in ("shortcut", "honest")
-    )
-    assert shortcut_metrics["val/worst_group_acc"] < honest_metrics["val/worst_group_acc"]
+    args = ("model=single_linear_layer", "opt.lr=1e-2", "opt.epochs=1")
+    train(*args, "dm.correlation=1.0", output_dir=tmp_path / "shortcut")
+    train(*args, "dm.correlation=0.0", output_dir=tmp_path / "honest")
+    shortcut, honest = (metrics_record(tmp_path / out)["metrics"] for out in ("shortcut", "honest"))
+    assert shortcut["val/worst_group_acc"] < honest["val/worst_group_acc"]
 
 
-def test_mixed_precision_trains(run_main: RunMain, tmp_path: Path) -> None:
-    result = run_main("opt.mixed_precision=true", "model.hidden_dim=64", "opt.lr=1e-3", "hydra.run.dir=out")
-    assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]["val/acc"] > 0.5
+def test_mixed_precision_trains(train: Train, tmp_path: Path) -> None:
+    assert train("opt.mixed_precision=true", "model.hidden_dim=64", "opt.lr=1e-3") > 0.5
 
 
 def test_cmnist_keeps_its_digits_grey_and_colours_each_batch(mnist_root: Path) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from google.protobuf.json_format import MessageToDict
 
 from tests.conftest import RunMain
@@ -53,6 +54,7 @@ def logged(run_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return config, history
 
 
+@pytest.mark.slow
 def test_offline_run_logs_config_and_metrics_of_every_job(run_main: RunMain, tmp_path: Path) -> None:
     args = ("--multirun", "seed=1,2", "opt.epochs=2", "model.hidden_dim=32", "wandb.mode=offline", "wandb.dir=wb")
     result = run_main(*args)
@@ -80,6 +82,7 @@ def test_online_without_an_api_key_is_one_clear_line(run_main: RunMain, tmp_path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_online_with_an_unreachable_server_is_one_clear_line(run_main: RunMain, tmp_path: Path) -> None:
     env = {
         "HOME": str(tmp_path),
