@@ -6,19 +6,17 @@ a lock while it is built (so that a SLURM array builds it once), and checked aga
 sizes when read (a full checksum would cost seconds for a cache of gigabytes).
 """
 
-import fcntl
 import hashlib
 import json
 import logging
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
 
 import torch
 from torch import Tensor
 
-from src.atomic_write import write_atomically
+from src.atomic_write import exclusive_lock, write_atomically
 
 __all__ = ["cache_key", "load_or_build"]
 
@@ -43,25 +41,17 @@ def load_or_build(path: Path, build: Callable[[], Tensors]) -> Tensors:
         return _last_loaded[1]
     _last_loaded = None  # let the last job's tensors go before building new ones
     try:
-        lock = _lock(path)
+        lock = exclusive_lock(path.with_name(f"{path.name}.lock"))
     except OSError as error:  # a read-only data folder: work without the cache
         log.warning(f"cannot use the cache {path} ({error}); preparing the data without it.")
         return build()
-    with lock:  # closing the file releases the lock, also when the process dies
+    with lock:  # one process builds the cache while the others wait to read it
         tensors = _read(path)
         if tensors is None:
             tensors = build()
             _write(path, tensors)
     _last_loaded = (path, tensors)
     return tensors
-
-
-def _lock(path: Path) -> TextIO:
-    """An exclusive lock for `path`: one process builds the cache while the others wait to read it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(f"{path.name}.lock").open("w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    return lock
 
 
 def _sizes(tensors: Tensors) -> dict[str, list[int]]:

@@ -10,10 +10,12 @@ from typing import NoReturn
 from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
-from src.data import Data, DataModule, Split
+from src.data import Data, DataModule, Split, check_seed
 from src.errors import UserError
 
 __all__ = ["CelebADataModule", "CelebAttr", "UnknownAttributeError"]
+
+CELEBA_IMAGES = 202_599
 
 
 class UnknownAttributeError(OmegaConfBaseException):
@@ -92,6 +94,20 @@ class CelebADataModule(DataModule):
         super().__post_init__()
         if self.superclass is self.subclass:
             raise UserError(f"dm.superclass and dm.subclass are both {self.subclass.name}: choose two attributes.")
+        if self.split_seed is not None:
+            check_seed("dm.split_seed", self.split_seed)
+
+    @override
+    def memory_needed(self) -> int:
+        # uint8 colour images, their 40 attributes and partition; CelebA's size unless the attribute file says
+        from src.celeba_files import ATTR_FILE, FOLDER
+
+        try:
+            with (self.root / FOLDER / ATTR_FILE).open() as file:
+                count = int(file.readline())
+        except (OSError, ValueError):
+            count = CELEBA_IMAGES
+        return count * (3 * self.default_res**2 + 41)
 
     @override
     def build(self, *, seed: int) -> Data:

@@ -10,24 +10,31 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
+from collections.abc import Generator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from src.atomic_write import write_atomically
+from src.atomic_write import exclusive_lock, write_atomically
 from src.errors import UserError
+from src.paths import shown
 
 if TYPE_CHECKING:
+    from src.data import Data
     from src.training import TrainingState
 
-__all__ = ["CHECKPOINT_FILE", "Checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "Checkpoint", "claim_output_dir", "how_to_continue", "plural"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
-# Settings that may differ when a run continues: where it runs and logs, not what it computes.
+LOCK_FILE = ".run.lock"  # held by the run working in the output directory (see `claim_output_dir`)
+# Settings that may differ when a run continues: where it runs and logs, not what it computes. (Where
+# the data comes from may change, but not the data: `bind_data()` checks it.)
 MAY_CHANGE_ON_RESUME = ("gpu", "wandb.", "dm.root", "dm.download")
+# What every checkpoint holds (see `save()`).
+CONTENTS = {"config", "data", "model", "optimizer", "epoch", "step", "history", "rng", "wandb_id"}
 
 
 @dataclass(eq=False, kw_only=True)
@@ -39,28 +46,32 @@ class Checkpoint:
     path: Path
     config: dict[str, Any]  # the resolved config: a checkpoint is only continued with the same one
     wandb_id: str | None = None  # the W&B run to continue, if any; set when W&B starts
+    data: dict[str, str] | None = None  # the data's source and fingerprint; set by `bind_data()`
     _saved: dict[str, Any] | None = field(default=None, init=False, repr=False)  # what `restore()` loads
 
     def __post_init__(self) -> None:
-        import torch
-
         if not self.path.is_file():
             return
-        try:
-            # `weights_only`: tensors and plain values only, so that a checkpoint cannot run code.
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            raise UserError(
-                f"cannot read the checkpoint {self.path} ({str(error).splitlines()[0]}); "
-                "move it away to start this run afresh."
-            ) from None
+        saved = _read(self.path)
         changes = _changes(saved["config"], _plain(self.config))
         if changes:
             raise UserError(
-                f"{self.path} is the checkpoint of a run with other settings ({'; '.join(changes)}); "
+                f"{shown(self.path)} is the checkpoint of a run with other settings ({'; '.join(changes)}); "
                 "continue it with the settings it was started with, or choose another output directory."
             )
         self._saved, self.wandb_id = saved, saved["wandb_id"]
+
+    def bind_data(self, data: Data) -> None:
+        """Tie the checkpoint to the data this run prepared: a run continues only on the data it started
+        with (the settings may allow other data: another dm.root; no MNIST files, and synthetic digits)."""
+        self.data = {"source": data.source, "fingerprint": data.fingerprint()}
+        saved = self._saved["data"] if self._saved is not None else self.data
+        if saved != self.data:
+            what = "other data" if saved["source"] == data.source else f"{saved['source']} data, not {data.source}"
+            raise UserError(
+                f"{shown(self.path)} was trained on {what}: continue it on the data it started with (check dm.root "
+                "and the files there), or choose another output directory."
+            )
 
     def save(self, state: TrainingState) -> None:
         """Replace the checkpoint atomically: if saving fails, or the process dies, the previous one stays."""
@@ -68,6 +79,7 @@ class Checkpoint:
 
         contents = {
             "config": _plain(self.config),
+            "data": self.data,
             "model": state.model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "epoch": state.epoch,
@@ -84,10 +96,11 @@ class Checkpoint:
         }
         try:
             write_atomically(self.path, lambda file: torch.save(contents, file))
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # torch.save raises RuntimeError when the disk is full
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise UserError(
-                f"could not save the checkpoint {self.path} ({error}); the one saved before, if any, is intact: make "
-                f"room, then continue with: python main.py --experimental-rerun {os.path.relpath(self.path.parent)}"
+                f"could not save the checkpoint {shown(self.path)} ({reason}); the one saved before, if any, is "
+                f"intact: make room, then to continue, {how_to_continue(self.path.parent)}"
             ) from None
 
     def restore(self, state: TrainingState) -> None:
@@ -104,7 +117,58 @@ class Checkpoint:
         torch.set_rng_state(saved["rng"]["cpu"])
         if saved["rng"]["cuda"] and torch.cuda.is_available():  # a GPU run may continue on the CPU
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"][: torch.cuda.device_count()])
-        log.info(f"Continuing from {os.path.relpath(self.path)}: {state.epoch} epochs and {state.step} steps done.")
+        log.info(
+            f"Continuing from {shown(self.path)}: {plural(state.epoch, 'epoch')} and {plural(state.step, 'step')} done."
+        )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The contents of a checkpoint file, or a UserError that says why it is none of ours."""
+    import torch
+
+    try:
+        # `weights_only`: tensors and plain values only, so that a checkpoint cannot run code.
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Not torch's advice to load it with weights_only=False, which would run the code it holds.
+        problem = "it holds objects other than tensors and plain values, which are not loaded: they could run code"
+    except EOFError:
+        problem = "it is empty" if path.stat().st_size == 0 else "it is cut short"
+    except Exception as error:  # a file of anything: torch.load raises many kinds of error
+        problem = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    else:
+        if isinstance(saved, dict) and saved.keys() >= CONTENTS:
+            return cast(dict[str, Any], saved)
+        problem = "it is not a checkpoint of this program"
+    raise UserError(f"cannot read the checkpoint {shown(path)} ({problem}); move it away to start this run afresh.")
+
+
+@contextmanager
+def claim_output_dir(output_dir: Path) -> Generator[None]:
+    """Work in `output_dir` alone: a second run there at the same time (which would interleave its
+    checkpoints and logs with this one's) is refused. The lock file stays, empty, when the run ends."""
+    try:
+        lock = exclusive_lock(output_dir / LOCK_FILE, wait=False)
+    except BlockingIOError:
+        raise UserError(
+            f"another run is working in the output directory {shown(output_dir)}: wait until it ends, "
+            "or choose another output directory."
+        ) from None
+    with lock:
+        yield
+
+
+def how_to_continue(output_dir: Path) -> str:
+    """What continues the run whose output directory this is: Hydra's rerun of the overrides it saved
+    there; without them (`run()` called as a library), calling `run()` again."""
+    if (output_dir / ".hydra" / "overrides.yaml").is_file():
+        return f"run: python main.py --experimental-rerun {shown(output_dir)}"
+    return f"call run() again with the same config and output_dir={shown(output_dir)}"
+
+
+def plural(count: int, noun: str) -> str:
+    """1 epoch, 2 epochs."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _plain(config: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # Part of the cache key: raise it when the preparation changes, so that no old cache is read.
 # 2: the digits stay grey (and are coloured as each batch is formed).
 CACHE_FORMAT = 2
+TRAIN_DIGITS, TEST_DIGITS = 60_000, 10_000  # as many as MNIST has, synthetic digits too
 
 # Ten colours that stay distinct for most forms of colour blindness.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -124,8 +125,19 @@ class CMNISTDataModule(DataModule):
             )
             for name in ("train", "val", "test")
         }
+        for name, split in splits.items():
+            if not len(split):  # refused now, not after an epoch of training
+                raise UserError(
+                    f"the {name} split has no digits (dm.val_prop={self.val_prop}, dm.label_map={self.label_map}); "
+                    "choose a dm.val_prop that leaves digits for both training and validation."
+                )
         num_classes = 10 if self.label_map is None else len(set(self.label_map.values()))
         return Data(**splits, num_classes=num_classes, group_names=self._color_names(), source=source)
+
+    @override
+    def memory_needed(self) -> int:
+        # grey uint8 images, int64 labels and groups
+        return (TRAIN_DIGITS + TEST_DIGITS) * (self.default_res**2 + 16)
 
     def _find_mnist(self) -> list[Path] | None:
         """MNIST's files, or None where synthetic digits are asked for or MNIST is unavailable (with a warning)."""
@@ -138,8 +150,7 @@ class CMNISTDataModule(DataModule):
         except MnistUnavailableError as error:
             if self.digits is DigitSource.MNIST:
                 raise UserError(
-                    f"dm.digits=MNIST, but there is {error}. Put the four MNIST files there, "
-                    "or set dm.root to where they are."
+                    f"dm.digits=MNIST, but {error}. Put the four MNIST files there, or set dm.root to where they are."
                 ) from None
             log.warning(f"{error}; using SYNTHETIC digits instead (dm.digits=MNIST forbids this).")
             return None
@@ -159,8 +170,8 @@ class CMNISTDataModule(DataModule):
         if source == "mnist":
             (train_images, train_digits), (test_images, test_digits) = load_mnist(self.root)
         else:  # as many digits as MNIST has, so that results are comparable in scale
-            train_images, train_digits = synthetic_digits(60_000, generator=generator)
-            test_images, test_digits = synthetic_digits(10_000, generator=generator)
+            train_images, train_digits = synthetic_digits(TRAIN_DIGITS, generator=generator)
+            test_images, test_digits = synthetic_digits(TEST_DIGITS, generator=generator)
         if self.default_res != train_images.shape[-1]:
             train_images = resize_digits(train_images, self.default_res)
             test_images = resize_digits(test_images, self.default_res)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import TYPE_CHECKING, Self
 from omegaconf import II
 
 from src.errors import UserError
+from src.paths import user_path
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-__all__ = ["Data", "DataModule", "Split"]
+__all__ = ["Data", "DataModule", "Split", "check_seed"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,19 @@ class Data:
     def input_shape(self) -> tuple[int, int, int]:
         return self.train.image_shape
 
+    def fingerprint(self) -> str:
+        """A hash of every tensor of every split: the same data, wherever it was read from, has the same one.
+        (About 0.1 s for CMNIST's 56 MB.)"""
+        import torch
+
+        digest = hashlib.sha256(f"{self.source} {self.num_classes} {self.group_names}".encode())
+        for split in (self.train, self.val, self.test):
+            for field in fields(split):
+                tensor: Tensor = getattr(split, field.name)
+                digest.update(f"{field.name} {tensor.dtype} {list(tensor.shape)}".encode())
+                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
+        return digest.hexdigest()
+
 
 @dataclass(eq=False, kw_only=True)
 class DataModule(ABC):
@@ -74,9 +89,21 @@ class DataModule(ABC):
     default_res: int = 28  # side length of the square images fed to the model
 
     def __post_init__(self) -> None:
+        # `~` and relative paths mean what they mean where the program was started, even with hydra.job.chdir=True.
+        self.root = user_path(self.root)
         if self.default_res < 1:
             raise UserError(f"dm.default_res={self.default_res} must be 1 or more.")
 
     @abstractmethod
     def build(self, *, seed: int) -> Data:
         """Load the data; `seed` fixes every random choice (splits, colours)."""
+
+    @abstractmethod
+    def memory_needed(self) -> int:
+        """The bytes that the prepared data takes in memory, known before it is prepared."""
+
+
+def check_seed(key: str, seed: int) -> None:
+    """Refuse a seed that torch's generators do not take (they take 64 bits, signed or not)."""
+    if not -(2**63) <= seed < 2**64:
+        raise UserError(f"{key}={seed} is not a seed torch can use: use an integer from 0 to 2**64 - 1.")

@@ -1,7 +1,11 @@
 """Where CMNIST's digits come from: real MNIST through torchvision, or rendered synthetic digits."""
 
 import contextlib
+import gzip
 import io
+import shutil
+import zlib
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.error import URLError
 
@@ -10,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from src.atomic_write import exclusive_lock, write_atomically
 from src.errors import UserError
 
 __all__ = ["MnistUnavailableError", "ensure_mnist", "load_mnist", "resize_digits", "synthetic_digits"]
@@ -31,35 +36,74 @@ class MnistUnavailableError(Exception):
 
 
 def ensure_mnist(root: Path, *, download: bool) -> list[Path]:
-    """The four MNIST files in ROOT/MNIST/raw, downloaded there first if they are missing and allowed."""
+    """The four MNIST files in ROOT/MNIST/raw: extracted from their `.gz` archives there, or downloaded
+    first if the archives are missing too and downloading is allowed."""
     raw = root / "MNIST" / "raw"
     files = [raw / name for name in MNIST_FILES]
-    if all(file.is_file() for file in files):
-        return files
-    if not download:
-        raise MnistUnavailableError(f"no MNIST files in {raw} and dm.download=false")
-    # Imported only here and in `load_mnist`: a run that reads its data from the cache skips torchvision.
-    from torchvision.datasets import MNIST
-
+    if not download and not raw.is_dir():
+        raise MnistUnavailableError(f"there are no MNIST files in {raw} and dm.download=false")
+    # Under a lock, so that runs started together extract or download the files once, and none of them
+    # reads a file that another is still writing.
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every download attempt
-            MNIST(str(root), download=True)
-    except (RuntimeError, URLError, OSError) as error:
-        reason = str(error).strip().splitlines()[-1]
-        raise MnistUnavailableError(f"no MNIST files in {raw} and the download failed: {reason}") from None
+        lock: AbstractContextManager[object] = exclusive_lock(root / "MNIST" / "download.lock")
+    except OSError:  # a data folder we cannot write to: nothing will be written into it either
+        lock = contextlib.nullcontext()
+    with lock:
+        if all(file.is_file() for file in files):
+            return files
+        archives = [file.with_name(f"{file.name}.gz") for file in files]
+        if all(archive.is_file() for archive in archives):
+            for archive, file in zip(archives, files, strict=True):
+                _extract(archive, file)
+            return files
+        if not download:
+            raise MnistUnavailableError(f"there are no MNIST files in {raw} and dm.download=false")
+        # Imported only here and in `load_mnist`: a run that reads its data from the cache skips torchvision.
+        from torchvision.datasets import MNIST
+
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every download attempt
+                MNIST(str(root), download=True)
+        except (RuntimeError, URLError, OSError) as error:
+            reason = str(error).strip().splitlines()[-1]
+            raise MnistUnavailableError(
+                f"there are no MNIST files in {raw} and the download failed: {reason}"
+            ) from None
     return files
 
 
+def _extract(archive: Path, file: Path) -> None:
+    """Decompress an MNIST archive; gzip's checksum tells a damaged one."""
+    try:
+        with gzip.open(archive) as source:
+            write_atomically(file, lambda target: shutil.copyfileobj(source, target))
+    except (OSError, EOFError, zlib.error) as error:
+        raise UserError(
+            f"the MNIST archive {archive} is damaged ({error}); delete it, and the next run downloads it again."
+        ) from None
+
+
 def load_mnist(root: Path) -> tuple[Digits, Digits]:
-    """The MNIST training and test sets from ROOT/MNIST/raw (see `ensure_mnist`)."""
+    """The MNIST training and test sets from ROOT/MNIST/raw (see `ensure_mnist`), checked."""
     from torchvision.datasets import MNIST
 
+    raw = root / "MNIST" / "raw"
     try:
         train, test = MNIST(str(root), train=True), MNIST(str(root), train=False)
-    except (RuntimeError, OSError, AssertionError, ValueError) as error:
-        raise UserError(
-            f"The MNIST files in {root / 'MNIST' / 'raw'} are unreadable ({error}); delete them and run again."
-        ) from None
+    except (RuntimeError, OSError, AssertionError, ValueError, TypeError, KeyError, IndexError) as error:
+        raise UserError(f"the MNIST files in {raw} are unreadable ({error}); delete them and run again.") from None
+    for name, dataset in (("train", train), ("t10k", test)):
+        images, labels = dataset.data, dataset.targets
+        image_file, label_file = f"{name}-images-idx3-ubyte", f"{name}-labels-idx1-ubyte"
+        problem = None
+        if images.shape[1:] != (SIDE, SIDE):
+            problem = f"{image_file} holds images of {images.shape[1]}x{images.shape[2]} pixels, not 28x28"
+        elif len(images) != len(labels):
+            problem = f"{image_file} holds {len(images)} images, but {label_file} {len(labels)} labels"
+        elif len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
+            problem = f"{label_file} holds labels from {int(labels.min())} to {int(labels.max())}, not 0 to 9"
+        if problem:
+            raise UserError(f"the MNIST files in {raw} are not MNIST: {problem}; delete them and run again.")
     return (train.data, train.targets), (test.data, test.targets)
 
 

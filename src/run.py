@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 from src.celeba import CelebADataModule
 from src.cmnist import CMNISTDataModule
-from src.data import Data, DataModule
+from src.data import Data, DataModule, check_seed
 from src.errors import UserError
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
-from src.wandb_logging import WandbCfg, refuse_api_key
+from src.paths import shown
+from src.validation import checked_config
+from src.wandb_logging import WandbCfg
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +49,7 @@ class Config:
     gpu: int = 0  # CUDA device index; -1 for the CPU
 
     def __post_init__(self) -> None:
+        check_seed("seed", self.seed)
         if self.gpu < -1:
             raise UserError(f"gpu={self.gpu} is not a device: use a CUDA device index, or -1 for the CPU.")
 
@@ -63,33 +66,54 @@ def register_configs() -> None:
     cs.store(group="model", name="cnn", node=SimpleCNNFactory)
 
 
-def run(raw_config: DictConfig, output_dir: Path) -> float:
+def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], object] | None = None) -> float:
     """Train and evaluate as configured; return the validation accuracy for sweepers to optimise.
 
     If `output_dir` holds a checkpoint (of a run that was killed or interrupted there), continue from it.
+    Every check that can refuse the run comes before it writes anything there: then `on_accepted()` is
+    called (main.py saves Hydra's record of the run, .hydra/, there), and training starts.
     """
-    logged_config = cast(dict[str, Any], OmegaConf.to_container(raw_config, resolve=True))
-    refuse_api_key(logged_config)  # before any value of the config is logged, or shown in an error
-    # `to_object` turns the checked DictConfig into the dataclasses, whose `__post_init__` checks
-    # the values that types alone cannot (ranges, combinations).
-    cfg = OmegaConf.to_object(raw_config)
+    cfg, logged_config = checked_config(raw_config)
     assert isinstance(cfg, Config)
-    log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
 
     # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
-    import torch
-
-    from src.atomic_write import write_atomically
-    from src.checkpoint import CHECKPOINT_FILE, Checkpoint
-    from src.stopping import INTERRUPTED, stop_on_signals
-    from src.training import TrainingState
+    from src.checkpoint import CHECKPOINT_FILE, Checkpoint, claim_output_dir
 
     output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a caller of `run()` may not have
-    # A checkpoint here of a run with other settings stops this one before the data is prepared.
-    checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
+    with claim_output_dir(output_dir):
+        # A checkpoint here of a run with other settings stops this one before the data is prepared.
+        checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
+        log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
+        data, state = _prepare(cfg, checkpoint)
+        wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+        if wandb_run is not None:
+            checkpoint.wandb_id = wandb_run.id
+        if on_accepted is not None:
+            on_accepted()
+        return _train_and_record(cfg, data, state, checkpoint, wandb_run=wandb_run, output_dir=output_dir)
+
+
+def _prepare(cfg: Config, checkpoint: Checkpoint) -> tuple[Data, TrainingState]:
+    """The data, and the model and optimiser as the checkpoint left them (if any); refused if they would not
+    fit in memory, or if the checkpoint is of other data."""
+    import torch
+
+    from src.memory_check import check_data_fits, check_model_fits
+    from src.training import TrainingState
+
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
     device = _device(cfg.gpu)
+    check_data_fits(cfg.dm, device)
     data = cfg.dm.build(seed=cfg.seed)
+    checkpoint.bind_data(data)
+    check_model_fits(
+        cfg.model,
+        data.input_shape,
+        out_dim=data.num_classes,
+        batch_size=min(cfg.opt.batch_size, len(data.train)),
+        device=device,
+        data_bytes=cfg.dm.memory_needed(),
+    )
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
     log.info(f"Model architecture:\n{model}")
     state = TrainingState(
@@ -98,9 +122,17 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         generator=torch.Generator().manual_seed(cfg.seed),  # the order of the training batches
     )
     checkpoint.restore(state)
-    wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
-    if wandb_run is not None:
-        checkpoint.wandb_id = wandb_run.id
+    return data, state
+
+
+def _train_and_record(
+    cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, *, wandb_run: Run | None, output_dir: Path
+) -> float:
+    """Train and test, then write metrics.json; the validation accuracy. A signal that stops training ends
+    the run here, once its checkpoint and metrics.json (status "interrupted") are saved."""
+    from src.atomic_write import write_atomically
+    from src.stopping import INTERRUPTED, stop_on_signals
+
     exit_code = 1  # what W&B records if training raises
     try:
         with stop_on_signals() as stop:
@@ -112,10 +144,12 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     metrics_file = output_dir / METRICS_FILE
     status = "interrupted" if metrics is None else "finished"
     record = {"status": status, "data_source": data.source, "metrics": metrics or {}}
-    write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
+    # allow_nan=False: strict JSON, which training guarantees by stopping at a loss that is not finite.
+    text = json.dumps(record, indent=2, allow_nan=False)
+    write_atomically(metrics_file, lambda file: file.write(text.encode() + b"\n"))
     if metrics is None:
         stop.end_run(checkpoint.path, output_dir)
-    log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)})")
+    log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {shown(metrics_file)})")
     return metrics["val/acc"]
 
 
@@ -124,7 +158,7 @@ def _train_and_test(
 ) -> Metrics | None:
     """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics,
     or None if a signal stopped training (after saving a checkpoint, to be continued)."""
-    from src.training import evaluate, fit
+    from src.training import check_finite, evaluate, fit
 
     def end_epoch(state: TrainingState) -> None:
         log.info(f"Epoch {state.epoch}/{cfg.opt.epochs}: {_summary(state.history[-1], 'val')}")
@@ -137,6 +171,7 @@ def _train_and_test(
         checkpoint.save(state)
         return None
     test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test")
+    check_finite(test_metrics, "on the test set")
     log.info(f"Test: {_summary(test_metrics, 'test')}")
     if wandb_run is not None:
         wandb_run.log(test_metrics)

@@ -5,7 +5,6 @@ happens next (SLURM requeues the job; otherwise the program exits, saying how to
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable, Generator
@@ -13,6 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
+
+from src.checkpoint import how_to_continue
+from src.paths import shown
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -39,13 +41,9 @@ class StopRequest:
         """End the run that this request stopped, once its checkpoint is saved."""
         if self.requeue is not None:
             # The job starts again in this output directory, and so continues from the checkpoint.
-            log.info(f"Stopped for SLURM (preemption or time limit): saved in {os.path.relpath(checkpoint)}.")
+            log.info(f"Stopped for SLURM (preemption or time limit): saved in {shown(checkpoint)}.")
             self.requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
-        # Hydra's rerun applies the overrides saved in the output directory, those of a multirun's job too.
-        log.info(
-            f"Interrupted: saved in {os.path.relpath(checkpoint)}; to continue, "
-            f"run: python main.py --experimental-rerun {os.path.relpath(output_dir)}"
-        )
+        log.info(f"Interrupted: saved in {shown(checkpoint)}; to continue, {how_to_continue(output_dir)}")
         raise SystemExit(INTERRUPTED)
 
 

@@ -1,5 +1,6 @@
 """The training loop and the metrics: plain PyTorch, with the whole data set held as tensors."""
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -10,14 +11,19 @@ from torch.optim import Optimizer
 from tqdm import tqdm
 
 from src.data import Data, Split
+from src.errors import RunFailedError
 from src.optimisation import OptimisationCfg
 
-__all__ = ["Metrics", "TrainingState", "evaluate", "fit"]
+__all__ = ["Metrics", "TrainingState", "check_finite", "evaluate", "fit"]
 
 Metrics = dict[str, float]
+DIVERGED = "training diverged: try a smaller opt.lr. The checkpoint of the last epoch, if any, is intact."
 # As small as a training batch: larger ones are no faster on the CPU, and their activations (tens of
 # MB for the default fcn) fragment the memory that training reuses, raising the peak by up to 80 MB.
 EVAL_BATCH_SIZE = 256
+# Every this many steps, and at the end of each epoch, training checks that its loss is still a number.
+# Not at every step: on a GPU, reading a value back makes the CPU wait for the GPU.
+FINITE_CHECK_STEPS = 100
 
 
 @dataclass(eq=False, kw_only=True)
@@ -41,7 +47,8 @@ def fit(
     stop_requested: Callable[[], bool],
 ) -> None:
     """Train from `state` until `opt.epochs` epochs are done, or, checked after each optimiser step,
-    until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch."""
+    until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch. Raises RunFailedError
+    when the loss stops being finite, before anything is saved."""
     model, optimizer, generator = state.model, state.optimizer, state.generator
     device = next(model.parameters()).device
     # The whole data set moves to the device once: no copy from the host for each batch.
@@ -54,6 +61,7 @@ def fit(
         epoch_start_state = generator.get_state()
         order = torch.randperm(len(train), generator=generator).to(device)
         starts = range(state.step * opt.batch_size, len(train), opt.batch_size)
+        losses = LossRecord(epoch=epoch, first_step=state.step, device=device, size=len(starts))
         # `disable=None` hides the bar when output is not a terminal (a log file, a SLURM job).
         for start in tqdm(starts, desc=f"Epoch {epoch}/{opt.epochs}", leave=False, disable=None):
             batch = order[start : start + opt.batch_size]
@@ -62,13 +70,51 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # pyright: ignore[reportUnknownMemberType]
             optimizer.step()  # pyright: ignore[reportUnknownMemberType]
+            losses.add(loss)
             state.step += 1
+            if state.step % FINITE_CHECK_STEPS == 0:
+                losses.check()
             if stop_requested():
+                losses.check()  # a checkpoint is saved next: never one of a model that diverged
                 generator.set_state(epoch_start_state)
                 return
+        losses.check()
         state.epoch, state.step = epoch, 0
-        state.history.append(evaluate(model, val, data.group_names, prefix="val"))
+        metrics = evaluate(model, val, data.group_names, prefix="val")
+        check_finite(metrics, f"at the end of epoch {epoch}")
+        state.history.append(metrics)
         on_epoch_end(state)
+
+
+def check_finite(metrics: Metrics, when: str) -> None:
+    """Raise RunFailedError if a metric is not finite (nan or inf): the model no longer computes numbers."""
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise RunFailedError(f"{name} became {value} {when}; {DIVERGED}")
+
+
+class LossRecord:
+    """The training losses of one epoch, kept on the device, so that a loss that is not finite (inf or
+    nan: training diverged) is found without a wait for the device at every step."""
+
+    def __init__(self, *, epoch: int, first_step: int, device: torch.device, size: int) -> None:
+        self.epoch, self.first_step = epoch, first_step
+        self.losses = torch.zeros(size, device=device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.losses[self.count] = loss.detach()
+        self.count += 1
+
+    def check(self) -> None:
+        """Raise RunFailedError if a loss recorded so far is not finite, naming the first one."""
+        finite = torch.isfinite(self.losses[: self.count])
+        if not finite.all():
+            first = int((~finite).nonzero()[0])
+            raise RunFailedError(
+                f"the training loss became {self.losses[first].item()} at epoch {self.epoch}, step "
+                f"{self.first_step + first + 1}; {DIVERGED}"
+            )
 
 
 @torch.inference_mode()

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import netrc
+import configparser
 import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from src.errors import UserError
+from src.paths import user_path
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
 
-__all__ = ["WandbCfg", "WandbMode", "refuse_api_key"]
+__all__ = ["WandbCfg", "WandbMode"]
 
 
 class WandbMode(Enum):
@@ -25,6 +24,10 @@ class WandbMode(Enum):
     DISABLED = "disabled"
     OFFLINE = "offline"
     ONLINE = "online"
+
+
+# W&B's older names for two modes, which WANDB_MODE may still hold.
+MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 
 
 @dataclass(eq=False, kw_only=True)
@@ -39,13 +42,33 @@ class WandbCfg:
     entity: str | None = None  # None: your default entity
     tags: list[str] | None = None
     job_type: str | None = None
-    mode: WandbMode = WandbMode.DISABLED
+    # null: as W&B's own settings say (the environment variable WANDB_MODE, else what `wandb offline` or
+    # `wandb disabled` saved), else disabled. A mode given here, on the command line or in a config file, wins.
+    mode: WandbMode | None = None
     resume: str | None = None
+
+    def __post_init__(self) -> None:
+        self.dir = str(user_path(self.dir))  # relative to where the program was started, even with hydra.job.chdir
+
+    def resolved_mode(self) -> WandbMode:
+        """`mode`, or where it is null, the mode that W&B's settings ask for (see `mode`)."""
+        if self.mode is not None:
+            return self.mode
+        name = os.environ.get("WANDB_MODE") or _saved_mode()
+        if not name:
+            return WandbMode.DISABLED
+        try:
+            return WandbMode(MODE_ALIASES.get(name, name))
+        except ValueError:
+            raise UserError(
+                f"WANDB_MODE={name} is not a W&B mode: use online, offline or disabled, or set wandb.mode."
+            ) from None
 
     def build(self, config: dict[str, Any], *, resume_id: str | None = None) -> Run | None:
         """Start a W&B run that records `config`, or continue the run `resume_id` (that of a checkpoint);
         None when logging is disabled."""
-        if self.mode is WandbMode.DISABLED:
+        mode = self.resolved_mode()
+        if mode is WandbMode.DISABLED:
             return None  # skip importing wandb, which takes a second
         import wandb
         from wandb.errors import CommError, UsageError
@@ -63,7 +86,7 @@ class WandbCfg:
                 entity=self.entity,
                 tags=self.tags,
                 job_type=self.job_type,
-                mode=self.mode.value,
+                mode=mode.value,
                 resume="allow" if resume_id else self.resume,  # pyright: ignore[reportArgumentType]
                 config=config,
                 # Each job of a multirun is its own W&B run.
@@ -72,8 +95,7 @@ class WandbCfg:
             )
         except UsageError as error:
             raise UserError(
-                f"W&B cannot start in {self.mode.value} mode: {error} "
-                "(Or set WANDB_API_KEY, or use wandb.mode=offline.)"
+                f"W&B cannot start in {mode.value} mode: {error} (Or set WANDB_API_KEY, or use wandb.mode=offline.)"
             ) from None
         except CommError as error:
             reason = str(error).splitlines()[0]
@@ -83,27 +105,16 @@ class WandbCfg:
             ) from None
 
 
-def refuse_api_key(config: dict[str, Any]) -> None:
-    """Stop if the resolved config holds a W&B API key: the config is logged, to W&B among others.
-
-    W&B reads the key from WANDB_API_KEY or ~/.netrc, never from the config; yet `+wandb.api_key=...`
-    adds a key, and `${oc.env:WANDB_API_KEY}` copies one, into the config.
-    """
-    text = json.dumps(config, default=str)
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
-    keys = [os.environ.get("WANDB_API_KEY"), _netrc_password(host)]
-    if '"api_key"' in text or any(key and key in text for key in keys):
-        # The message names where the key comes from, never its value.
-        raise UserError(
-            "the config holds a W&B API key, which would be logged with it: remove it; W&B reads the key from "
-            "the environment variable WANDB_API_KEY or from ~/.netrc (`wandb login`)."
-        )
-
-
-def _netrc_password(host: str) -> str | None:
-    """The password that ~/.netrc holds for `host`, where `wandb login` saves the API key."""
-    try:
-        authenticators = netrc.netrc().authenticators(host)
-    except (OSError, netrc.NetrcParseError):
-        return None
-    return authenticators[2] if authenticators else None
+def _saved_mode() -> str | None:
+    """The mode that `wandb offline` or `wandb disabled` saved: in the project's wandb/settings (where it
+    was run), else in W&B's global settings; read as W&B reads them, without importing W&B (a second)."""
+    config_dir = Path(os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb").expanduser()
+    for settings_file in (user_path("wandb") / "settings", config_dir / "settings"):
+        settings = configparser.ConfigParser()
+        try:
+            settings.read(settings_file)
+        except configparser.Error:
+            continue  # W&B, too, ignores a settings file it cannot parse
+        if mode := settings.get("default", "mode", fallback=None):
+            return mode
+    return None

@@ -1,0 +1,24 @@
+"""Paths as the user means them: relative to the directory the program was started in.
+
+With `hydra.job.chdir=True`, Hydra changes the working directory to each run's output directory
+before the run starts; a relative `dm.root` would then point into it (and download MNIST once per
+run). Hydra records the directory it started in (`hydra.runtime.cwd`), and `to_absolute_path`
+resolves against it; outside Hydra (`run()` called as a library), against the working directory.
+"""
+
+import os
+from pathlib import Path
+
+from hydra.utils import to_absolute_path
+
+__all__ = ["shown", "user_path"]
+
+
+def user_path(path: str | Path) -> Path:
+    """`path` made absolute: `~` expanded, and relative to the directory the program was started in."""
+    return Path(to_absolute_path(str(Path(path).expanduser())))
+
+
+def shown(path: str | Path) -> str:
+    """`path` as the user would type it: relative to the directory the program was started in."""
+    return os.path.relpath(path, start=user_path("."))

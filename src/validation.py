@@ -1,0 +1,58 @@
+"""The checks a composed config passes before a run starts, each refusing with one line.
+
+Hydra checks every override against the dataclasses, with one exception: `+key=value` adds a key
+that the dataclass does not have (Hydra's own error for a typo suggests the `+`), and nothing would
+read it. Interpolations are resolved here, so that one that cannot be is a line, not a traceback;
+the dataclasses' `__post_init__` then checks what types cannot (ranges, combinations).
+"""
+
+from dataclasses import fields, is_dataclass
+from typing import Any, cast
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from src.credentials import refuse_credentials
+from src.errors import UserError
+
+__all__ = ["checked_config"]
+
+
+def checked_config(raw_config: DictConfig) -> tuple[object, dict[str, Any]]:
+    """The config as its dataclasses, and resolved as plain values (as it is logged and checkpointed)."""
+    try:
+        resolved = cast(dict[str, Any], OmegaConf.to_container(raw_config, resolve=True, throw_on_missing=True))
+    except OmegaConfBaseException as error:
+        raise UserError(_one_line(error)) from None
+    refuse_credentials(resolved)  # first: later messages may show values
+    _refuse_unknown_keys(raw_config)
+    # `to_object` builds the dataclasses, whose `__post_init__` raises UserError for values that make no sense.
+    return OmegaConf.to_object(raw_config), resolved
+
+
+def _refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
+    """Refuse keys that a dataclass node does not have (they come from `+key=value`), in it and its sub-nodes."""
+    schema = OmegaConf.get_type(node)
+    assert schema is not None and is_dataclass(schema)
+    names = [field.name for field in fields(schema)]
+    for key, value in node.items_ex(resolve=False):
+        if key not in names:
+            raise UserError(
+                f"Key '{key}' not in '{schema.__name__}': +{prefix}{key} would be ignored. "
+                f"Its keys: {', '.join(names)}."
+            )
+        # Dictionaries such as `dm.label_map` take any key; only the dataclasses' keys are fixed.
+        if isinstance(value, DictConfig) and is_dataclass(OmegaConf.get_type(value)):
+            _refuse_unknown_keys(value, f"{prefix}{key}.")
+
+
+def _one_line(error: OmegaConfBaseException) -> str:
+    """What OmegaConf says about a value that cannot be resolved, without its traceback and details."""
+    key = getattr(error, "full_key", None) or "a value"
+    if isinstance(error, MissingMandatoryValue):
+        return f"{key} is ??? (a value to be given): set it, e.g. on the command line as {key}=VALUE."
+    # "KeyError raised while resolving interpolation: "Environment variable 'X' not found"" -> the reason alone
+    reason = str(error).strip().splitlines()[0].rpartition("raised while resolving interpolation: ")[2]
+    if len(reason) > 1 and reason[0] == reason[-1] == '"':
+        reason = reason[1:-1]
+    return f"cannot resolve {key}: {reason.rstrip('.')}."
