@@ -1,18 +1,23 @@
 """Hydra callbacks: objects whose methods Hydra calls at fixed points of a run or a multirun, whichever
 sweeper and launcher is used. conf/config.yaml registers them under `hydra.callbacks`."""
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
+from src.credentials import refuse_credentials
+from src.errors import UserError, exit_on_user_error
+from src.optuna_settings import check_sweeper_settings
 from src.sweep_summary import summarise_sweep
 
-__all__ = ["OutputDirCheck", "SweepSummary"]
+__all__ = ["OutputDirCheck", "SweepCheck", "SweepSummary"]
 
 
 class OutputDirCheck(Callback):
@@ -28,6 +33,28 @@ class OutputDirCheck(Callback):
         _check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
 
+class SweepCheck(Callback):
+    """Refuse a multirun that cannot go well, before anything is written: Hydra saves the sweep's
+    overrides (multirun.yaml) and each job's, and the summary shows them, before any job starts.
+    Each job checks its own config again (src/validation.py)."""
+
+    @override
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with exit_on_user_error():
+            # Every value of every swept setting is in the overrides, as typed; the config, resolved,
+            # holds what the config files and interpolations add.
+            overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
+            try:
+                task_config = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
+                resolved = cast(dict[str, Any], OmegaConf.to_container(task_config, resolve=True))
+            except OmegaConfBaseException:
+                resolved = {}  # each job reports what cannot be resolved
+            refuse_credentials(resolved, overrides)
+            _refuse_slurm_without_slurm(config)
+            if "Optuna" in str(config.hydra.sweeper.get("_target_", "")):
+                check_sweeper_settings(config.hydra.sweeper, overrides)
+
+
 class SweepSummary(Callback):
     """Summarise a multirun in its sweep directory (src/sweep_summary.py), and print the summary.
 
@@ -39,7 +66,26 @@ class SweepSummary(Callback):
 
     @override
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summarise_sweep(Path(config.hydra.sweep.dir))
+        jobs = summarise_sweep(Path(config.hydra.sweep.dir))
+        # Called in a `finally`: what ends the sweep is in flight. Where every job failed, that is the last
+        # failure (an Optuna study with no completed trial fails as well), which Hydra would print with its
+        # traceback; one line says more. An exit (an error already said in one line, Ctrl-C) goes on as it is.
+        ending = sys.exc_info()[1]
+        if jobs and all(job.status == "failed" for job in jobs) and (ending is None or isinstance(ending, Exception)):
+            sys.exit(
+                f"Error: every job of the sweep failed ({len(jobs)}); each job's error is at the end of its log, "
+                f"{config.hydra.sweep.dir}/JOB/{config.hydra.job.name}.log."
+            )
+
+
+def _refuse_slurm_without_slurm(config: DictConfig) -> None:
+    """A SLURM launcher needs SLURM's commands, which submitit looks for only once the sweep has started."""
+    if str(config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher") and not shutil.which("srun"):
+        choice = config.hydra.runtime.choices.get("hydra/launcher")
+        raise UserError(
+            f"hydra/launcher={choice} submits the jobs to SLURM, but this machine has no SLURM (no srun on the PATH): "
+            "start the sweep on the cluster's login node, or leave out hydra/launcher to run the jobs here."
+        )
 
 
 def _check_writable(directory: Path, key: str) -> None:

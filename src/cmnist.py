@@ -136,8 +136,11 @@ class CMNISTDataModule(DataModule):
 
     @override
     def memory_needed(self) -> int:
+        from src.digits import count_mnist
+
+        count = None if self.digits is DigitSource.SYNTHETIC else count_mnist(self.root)
         # grey uint8 images, int64 labels and groups
-        return (TRAIN_DIGITS + TEST_DIGITS) * (self.default_res**2 + 16)
+        return (count or TRAIN_DIGITS + TEST_DIGITS) * (self.default_res**2 + 16)
 
     def _find_mnist(self) -> list[Path] | None:
         """MNIST's files, or None where synthetic digits are asked for or MNIST is unavailable (with a warning)."""

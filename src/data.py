@@ -102,6 +102,12 @@ class DataModule(ABC):
     def memory_needed(self) -> int:
         """The bytes that the prepared data takes in memory, known before it is prepared."""
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape of one image as the model sees it, known before the data is prepared: colour images
+        of `default_res` pixels (a data module of other images overrides this)."""
+        return 3, self.default_res, self.default_res
+
 
 def check_seed(key: str, seed: int) -> None:
     """Refuse a seed that torch's generators do not take (they take 64 bits, signed or not)."""

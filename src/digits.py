@@ -17,7 +17,7 @@ from torch import Tensor
 from src.atomic_write import exclusive_lock, write_atomically
 from src.errors import UserError
 
-__all__ = ["MnistUnavailableError", "ensure_mnist", "load_mnist", "resize_digits", "synthetic_digits"]
+__all__ = ["MnistUnavailableError", "count_mnist", "ensure_mnist", "load_mnist", "resize_digits", "synthetic_digits"]
 
 # The four files that torchvision's MNIST reads from ROOT/MNIST/raw.
 MNIST_FILES = (
@@ -70,6 +70,18 @@ def ensure_mnist(root: Path, *, download: bool) -> list[Path]:
                 f"there are no MNIST files in {raw} and the download failed: {reason}"
             ) from None
     return files
+
+
+def count_mnist(root: Path) -> int | None:
+    """The number of digits in ROOT/MNIST/raw, from the label files' headers; None where they are missing."""
+    count = 0
+    for name in MNIST_FILES[1::2]:  # the label files: magic number, then the count, big-endian
+        try:
+            with (root / "MNIST" / "raw" / name).open("rb") as file:
+                count += int.from_bytes(file.read(8)[4:], "big")
+        except OSError:
+            return None
+    return count
 
 
 def _extract(archive: Path, file: Path) -> None:

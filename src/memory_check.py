@@ -21,44 +21,34 @@ if TYPE_CHECKING:
     from src.data import DataModule
     from src.model import ModelFactory
 
-__all__ = ["check_data_fits", "check_model_fits"]
+__all__ = ["available_bytes", "check_fits_in_memory"]
 
 FLOAT_BYTES = 4  # float32 weights, gradients and activations
 GB = 1e9
 
 
-def check_data_fits(data_module: DataModule, device: torch.device) -> None:
-    """Refuse data that would not fit in memory once prepared."""
-    needed, available = data_module.memory_needed(), available_bytes(device)
-    if needed > available:
+def check_fits_in_memory(
+    data_module: DataModule, model_factory: ModelFactory, *, batch_size: int, device: torch.device
+) -> None:
+    """Refuse data, or a model, too large for the memory of `device`, before the data is prepared."""
+    import torch
+
+    data_bytes, available = data_module.memory_needed(), available_bytes(device)
+    if data_bytes > available:
         raise UserError(
-            f"the prepared data would take {needed / GB:.1f} GB (dm.default_res={data_module.default_res}), "
+            f"the prepared data would take {data_bytes / GB:.1f} GB (dm.default_res={data_module.default_res}), "
             f"more than the {available / GB:.1f} GB available on the {device.type.upper()}; "
             "use a smaller dm.default_res."
         )
-
-
-def check_model_fits(
-    model_factory: ModelFactory,
-    input_shape: tuple[int, int, int],
-    *,
-    out_dim: int,
-    batch_size: int,
-    device: torch.device,
-    data_bytes: int,
-) -> None:
-    """Refuse a model whose training would not fit in memory, from a copy built on the meta device
-    (shapes without storage: no memory is allocated)."""
-    import torch
-
+    # A copy of the model on the meta device: shapes without storage, so nothing is allocated. One class:
+    # their number is not known before the data is prepared.
     with torch.device("meta"):
-        model = model_factory.build(input_shape, out_dim=out_dim)
+        model = model_factory.build(data_module.input_shape, out_dim=1)
         num_parameters = sum(parameter.numel() for parameter in model.parameters())
-        activations = _activation_count(model, torch.empty(batch_size, *input_shape))
+        activations = _activation_count(model, torch.empty(batch_size, *data_module.input_shape))
     needed = FLOAT_BYTES * (2 * num_parameters + activations)
     if device.type == "cuda":  # the data moves to the GPU as well
         needed += data_bytes
-    available = available_bytes(device)
     if needed > available:
         raise UserError(
             f"the model has {_count(num_parameters)} parameters: training it needs at least {needed / GB:.1f} GB "

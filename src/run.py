@@ -98,22 +98,17 @@ def _prepare(cfg: Config, checkpoint: Checkpoint) -> tuple[Data, TrainingState]:
     fit in memory, or if the checkpoint is of other data."""
     import torch
 
-    from src.memory_check import check_data_fits, check_model_fits
+    from src.memory_check import check_fits_in_memory
     from src.training import TrainingState
 
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
     device = _device(cfg.gpu)
-    check_data_fits(cfg.dm, device)
+    # Before the data is prepared (minutes, and a cache on disk): the data, and the model with one image;
+    check_fits_in_memory(cfg.dm, cfg.model, batch_size=1, device=device)
     data = cfg.dm.build(seed=cfg.seed)
     checkpoint.bind_data(data)
-    check_model_fits(
-        cfg.model,
-        data.input_shape,
-        out_dim=data.num_classes,
-        batch_size=min(cfg.opt.batch_size, len(data.train)),
-        device=device,
-        data_bytes=cfg.dm.memory_needed(),
-    )
+    # then with a whole batch, whose size depends on the data.
+    check_fits_in_memory(cfg.dm, cfg.model, batch_size=min(cfg.opt.batch_size, len(data.train)), device=device)
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
     log.info(f"Model architecture:\n{model}")
     state = TrainingState(

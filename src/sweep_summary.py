@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from omegaconf import OmegaConf
 
-__all__ = ["summarise_sweep"]
+__all__ = ["Job", "summarise_sweep"]
 
 log = logging.getLogger(__name__)
 METRIC = "val/acc"  # what `main()` returns, so what the sweepers optimise; higher is better
@@ -48,13 +48,15 @@ class SeedGroup:
         return [job.metrics[metric] for job in self.jobs if metric in job.metrics]
 
 
-def summarise_sweep(sweep_dir: Path) -> None:
+def summarise_sweep(sweep_dir: Path) -> list[Job]:
     """Write summary.csv (and summary_by_config.csv, when a configuration ran with several seeds) into
-    the sweep directory, from what its job directories hold, and print the headline metrics."""
+    the sweep directory, from what its job directories hold, and print the headline metrics; the jobs."""
+    if not sweep_dir.is_dir():
+        return []  # the sweep was refused before it started
     jobs = sorted(_read_jobs(sweep_dir), key=lambda job: -job.metrics.get(METRIC, float("-inf")))
     if not jobs:
         log.info(f"No job directories in {sweep_dir}: nothing to summarise.")
-        return
+        return jobs
     keys = _union(job.overrides for job in jobs)
     metrics = _union(job.metrics for job in jobs)
     path = sweep_dir / "summary.csv"
@@ -79,6 +81,7 @@ def summarise_sweep(sweep_dir: Path) -> None:
         groups.setdefault(tuple(shared.items()), SeedGroup(shared, [])).jobs.append(job)
     if any(len(group.jobs) > 1 for group in groups.values()):
         _summarise_seeds(sweep_dir, list(groups.values()), metrics)
+    return jobs
 
 
 def _summarise_seeds(sweep_dir: Path, groups: list[SeedGroup], metrics: list[str]) -> None:

@@ -1,0 +1,78 @@
+"""The Optuna sweeper's settings, checked before the sweep starts (by src.callbacks.SweepCheck).
+
+The plugin's sweeper takes them as they come, and a wrong one ends the sweep in a traceback: from a
+division by zero (`n_jobs=0`), from Optuna (`direction`, an empty search range) or SQLAlchemy
+(`storage`); or it ends with nothing (`n_trials=0`).
+"""
+
+from typing import Any, cast
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import UserError
+
+__all__ = ["check_sweeper_settings"]
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+def check_sweeper_settings(sweeper: DictConfig, overrides: list[str]) -> None:
+    """Refuse settings of `hydra.sweeper` (an Optuna sweeper's) with which the sweep cannot run, and a
+    search space, from its `params` and the command line's `overrides`, that Optuna cannot sample."""
+    for key in ("n_trials", "n_jobs"):
+        if sweeper[key] < 1:
+            raise UserError(f"hydra.sweeper.{key}={sweeper[key]} must be 1 or more.")
+    if not 0 <= sweeper.max_failure_rate <= 1:
+        raise UserError(f"hydra.sweeper.max_failure_rate={sweeper.max_failure_rate} must be between 0 and 1.")
+    _check_direction(sweeper.direction)
+    _check_search_space({**cast(dict[str, str], OmegaConf.to_container(sweeper.params or {})), **_keyed(overrides)})
+    if sweeper.storage is not None:
+        _check_storage(str(sweeper.storage))
+
+
+def _check_direction(direction: Any) -> None:
+    directions = list(direction) if OmegaConf.is_list(direction) else [direction]
+    names = [str(getattr(value, "name", value)).lower() for value in directions]
+    if len(names) != 1 or names[0] not in DIRECTIONS:
+        raise UserError(
+            f"hydra.sweeper.direction={names if len(names) != 1 else names[0]}: main() returns one number, "
+            "val/acc, so give one direction: maximize (or minimize)."
+        )
+
+
+def _check_search_space(params: dict[str, str]) -> None:
+    """Build each parameter's distribution as the plugin does: Optuna refuses an empty or reversed range."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    for key, value in params.items():
+        try:
+            create_params_from_overrides([f"{key}={value}"])
+        except (ValueError, AssertionError, NotImplementedError, TypeError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"the search space {key}={value} is not one Optuna can sample: {reason}") from None
+
+
+def _check_storage(url: str) -> None:
+    """Open the study's database as Optuna will (it creates an SQLite file that is missing)."""
+    import sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with sqlalchemy.create_engine(url).connect():
+            pass
+    except (SQLAlchemyError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise UserError(
+            f"hydra.sweeper.storage={url} cannot be opened ({reason}); give a database URL such as "
+            "sqlite:///study.db, in a folder that exists."
+        ) from None
+
+
+def _keyed(overrides: list[str]) -> dict[str, str]:
+    """Command-line overrides as key -> value, without `+`, `~` and deletions."""
+    keyed: dict[str, str] = {}
+    for override in overrides:
+        key, equals, value = override.partition("=")
+        if equals and not key.startswith("~"):
+            keyed[key.lstrip("+")] = value
+    return keyed
