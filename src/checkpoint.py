@@ -96,8 +96,9 @@ class Checkpoint:
         }
         try:
             write_atomically(self.path, lambda file: torch.save(contents, file))
-        except (OSError, RuntimeError) as error:  # torch.save raises RuntimeError when the disk is full
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        except (OSError, RuntimeError) as error:
+            # A write that fails part of the way (a full disk) is a RuntimeError from torch's zip writer.
+            reason = str(error) if isinstance(error, OSError) else "torch.save could not write it all: is the disk full?"
             raise UserError(
                 f"could not save the checkpoint {shown(self.path)} ({reason}); the one saved before, if any, is "
                 f"intact: make room, then to continue, {how_to_continue(self.path.parent)}"
@@ -129,13 +130,18 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         # `weights_only`: tensors and plain values only, so that a checkpoint cannot run code.
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Not torch's advice to load it with weights_only=False, which would run the code it holds.
-        problem = "it holds objects other than tensors and plain values, which are not loaded: they could run code"
+    except pickle.UnpicklingError as error:
+        # Not torch's advice to load it with weights_only=False, which would run the code it may hold.
+        if "Unsupported global" in str(error):
+            problem = "it holds objects other than tensors and plain values, which are not loaded: they could run code"
+        else:
+            problem = "it is not a file that torch.save wrote"
     except EOFError:
         problem = "it is empty" if path.stat().st_size == 0 else "it is cut short"
-    except Exception as error:  # a file of anything: torch.load raises many kinds of error
-        problem = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except OSError as error:
+        problem = str(error)
+    except Exception:  # a file of anything: torch.load raises many kinds of error, none of them telling
+        problem = "it is not a file that torch.save wrote"
     else:
         if isinstance(saved, dict) and saved.keys() >= CONTENTS:
             return cast(dict[str, Any], saved)

@@ -27,18 +27,13 @@ HOW_WANDB_GETS_ITS_KEY = (
 def refuse_credentials(config: dict[str, Any], overrides: Iterable[str] = ()) -> None:
     """Stop if the resolved `config`, or a command-line override, holds a credential. The message
     names the setting, never the value."""
-    for name in _key_paths(config):
+    # A swept setting (`+wandb.api_key=a,b`) is in the overrides only, not yet in the config.
+    overridden = [override.partition("=")[0].lstrip("+~") for override in overrides]
+    for name in [*_key_paths(config), *overridden]:
         if CREDENTIAL_NAME.search(name.rpartition(".")[2]):
             raise UserError(
                 f"the config has a setting named like a credential, {name}, and the config is logged: remove "
                 f"it, and keep secrets out of the config. {HOW_WANDB_GETS_ITS_KEY}"
-            )
-    for override in overrides:
-        key = override.partition("=")[0].lstrip("+~")
-        if CREDENTIAL_NAME.search(key.rpartition(".")[2]):
-            raise UserError(
-                f"the override {key}=... names a credential, and overrides are logged: remove it, and keep "
-                f"secrets out of the config. {HOW_WANDB_GETS_ITS_KEY}"
             )
     secrets = [secret for secret in (os.environ.get("WANDB_API_KEY"), _netrc_password()) if secret]
     texts = [json.dumps(config, default=str), *overrides]

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from src.atomic_write import exclusive_lock, write_atomically
 from src.errors import UserError
+from src.paths import shown
 
 __all__ = ["MnistUnavailableError", "count_mnist", "ensure_mnist", "load_mnist", "resize_digits", "synthetic_digits"]
 
@@ -41,7 +42,7 @@ def ensure_mnist(root: Path, *, download: bool) -> list[Path]:
     raw = root / "MNIST" / "raw"
     files = [raw / name for name in MNIST_FILES]
     if not download and not raw.is_dir():
-        raise MnistUnavailableError(f"there are no MNIST files in {raw} and dm.download=false")
+        raise MnistUnavailableError(f"there are no MNIST files in {shown(raw)} and dm.download=false")
     # Under a lock, so that runs started together extract or download the files once, and none of them
     # reads a file that another is still writing.
     try:
@@ -57,7 +58,7 @@ def ensure_mnist(root: Path, *, download: bool) -> list[Path]:
                 _extract(archive, file)
             return files
         if not download:
-            raise MnistUnavailableError(f"there are no MNIST files in {raw} and dm.download=false")
+            raise MnistUnavailableError(f"there are no MNIST files in {shown(raw)} and dm.download=false")
         # Imported only here and in `load_mnist`: a run that reads its data from the cache skips torchvision.
         from torchvision.datasets import MNIST
 
@@ -67,7 +68,7 @@ def ensure_mnist(root: Path, *, download: bool) -> list[Path]:
         except (RuntimeError, URLError, OSError) as error:
             reason = str(error).strip().splitlines()[-1]
             raise MnistUnavailableError(
-                f"there are no MNIST files in {raw} and the download failed: {reason}"
+                f"there are no MNIST files in {shown(raw)} and the download failed: {reason}"
             ) from None
     return files
 
@@ -91,7 +92,7 @@ def _extract(archive: Path, file: Path) -> None:
             write_atomically(file, lambda target: shutil.copyfileobj(source, target))
     except (OSError, EOFError, zlib.error) as error:
         raise UserError(
-            f"the MNIST archive {archive} is damaged ({error}); delete it, and the next run downloads it again."
+            f"the MNIST archive {shown(archive)} is damaged ({error}); delete it, and the next run downloads it again."
         ) from None
 
 
@@ -103,7 +104,7 @@ def load_mnist(root: Path) -> tuple[Digits, Digits]:
     try:
         train, test = MNIST(str(root), train=True), MNIST(str(root), train=False)
     except (RuntimeError, OSError, AssertionError, ValueError, TypeError, KeyError, IndexError) as error:
-        raise UserError(f"the MNIST files in {raw} are unreadable ({error}); delete them and run again.") from None
+        raise UserError(f"the MNIST files in {shown(raw)} are unreadable ({error}); delete them and run again.") from None
     for name, dataset in (("train", train), ("t10k", test)):
         images, labels = dataset.data, dataset.targets
         image_file, label_file = f"{name}-images-idx3-ubyte", f"{name}-labels-idx1-ubyte"
@@ -115,7 +116,7 @@ def load_mnist(root: Path) -> tuple[Digits, Digits]:
         elif len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
             problem = f"{label_file} holds labels from {int(labels.min())} to {int(labels.max())}, not 0 to 9"
         if problem:
-            raise UserError(f"the MNIST files in {raw} are not MNIST: {problem}; delete them and run again.")
+            raise UserError(f"the MNIST files in {shown(raw)} are not MNIST: {problem}; delete them and run again.")
     return (train.data, train.targets), (test.data, test.targets)
 
 

@@ -6,7 +6,6 @@ run). Hydra records the directory it started in (`hydra.runtime.cwd`), and `to_a
 resolves against it; outside Hydra (`run()` called as a library), against the working directory.
 """
 
-import os
 from pathlib import Path
 
 from hydra.utils import to_absolute_path
@@ -20,5 +19,6 @@ def user_path(path: str | Path) -> Path:
 
 
 def shown(path: str | Path) -> str:
-    """`path` as the user would type it: relative to the directory the program was started in."""
-    return os.path.relpath(path, start=user_path("."))
+    """`path` as the user would type it: relative to the directory the program was started in, if it is in it."""
+    path, start = Path(path).absolute(), user_path(".")
+    return str(path.relative_to(start)) if path.is_relative_to(start) else str(path)

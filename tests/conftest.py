@@ -3,6 +3,7 @@ runs `main.py` as a user does, in a subprocess; `train` calls `run()` in this pr
 composed by Hydra's compose API, for tests where a subprocess adds nothing but time."""
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -45,14 +46,34 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def program_trusting(module: str, directory: Path) -> Path:
+    """A copy of the program (main.py, src/, conf/) in `directory`, whose src/optimisation.py also trusts
+    `module`, as a user who adds an optimiser of their own edits it; the copy's main.py."""
+    for name in ("main.py", "src", "conf"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, directory / name)
+    optimisation = directory / "src" / "optimisation.py"
+    trusted = 'TRUSTED_OPTIMIZER_MODULES = ("torch.optim",)'
+    assert trusted in optimisation.read_text()
+    optimisation.write_text(
+        optimisation.read_text().replace(trusted, f'TRUSTED_OPTIMIZER_MODULES = ("torch.optim", "{module}")')
+    )
+    return directory / "main.py"
+
+
 @pytest.fixture
 def run_main(mnist_root: Path, tmp_path: Path) -> RunMain:
-    """Run `python main.py ARGS` in `tmp_path`, on the small MNIST unless `env` says otherwise."""
+    """Run `python main.py ARGS` in `tmp_path`, on the small MNIST unless `env` says otherwise; `program`:
+    another main.py (see `program_trusting`)."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 300, program: Path = REPO / "main.py"
+    ) -> subprocess.CompletedProcess[str]:
         full_env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"} | (env or {})
         return subprocess.run(
-            [sys.executable, str(REPO / "main.py"), *args],
+            [sys.executable, str(program), *args],
             cwd=tmp_path,
             env=full_env,
             capture_output=True,

@@ -1,5 +1,6 @@
 """The cache of prepared data under stress: processes that build it at the same time, and damaged files."""
 
+import gzip
 import logging
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from src import cache
+from src.digits import MNIST_FILES
 from tests.conftest import REPO
 
 PROCESSES = 3
@@ -89,3 +91,48 @@ def test_a_truncated_cache_is_rebuilt_with_a_warning_never_used(
     # The rebuilt cache is whole again: read, not built.
     load()
     assert len(builds) == 2
+
+
+# Each process waits for the others, then prepares CMNIST from a data root that holds only MNIST's archives.
+FIRST_RUN = """
+import sys
+import time
+from pathlib import Path
+
+from src.cmnist import CMNISTDataModule
+
+root, rendezvous, processes = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+(rendezvous / sys.argv[4]).touch()
+while len(list(rendezvous.iterdir())) < processes:
+    time.sleep(0.01)
+print(len(CMNISTDataModule(root=root).build(seed=0).train))
+"""
+
+
+def test_first_runs_at_once_on_mnist_archives_extract_them_once_and_build_one_cache(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:  # as torchvision's download leaves them, before extracting
+        (raw / f"{name}.gz").write_bytes(gzip.compress((mnist_root / "MNIST" / "raw" / name).read_bytes()))
+    rendezvous = tmp_path / "rendezvous"
+    rendezvous.mkdir()
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_RUN, str(tmp_path / "data"), str(rendezvous), str(PROCESSES), str(number)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for number in range(PROCESSES)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0] * PROCESSES, outputs
+    assert len({stdout for stdout, _ in outputs}) == 1
+    for name in MNIST_FILES:
+        assert (raw / name).read_bytes() == (mnist_root / "MNIST" / "raw" / name).read_bytes()
+    # One cache: the files were extracted once, so all runs saw the same files (sizes and times name the cache).
+    assert sorted(path.suffix for path in (tmp_path / "data" / "cache").iterdir()) == [".lock", ".pt"]
+    assert not list(raw.glob("*.tmp"))

@@ -4,10 +4,13 @@ result, bit for bit, as a run left alone."""
 import csv
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -86,7 +89,7 @@ def test_a_killed_run_continues_to_the_same_metrics(
 
     result = run_main(*ARGS, "hydra.run.dir=out", env=ENV)
     assert result.returncode == 0, result.stderr
-    assert "Continuing from out/checkpoint.pt: 1 epochs and 0 steps done." in result.stdout
+    assert "Continuing from out/checkpoint.pt: 1 epoch and 0 steps done." in result.stdout
     assert metrics_record(out) == uninterrupted[1]  # every metric, bit for bit
 
 
@@ -112,7 +115,7 @@ def test_ctrl_c_saves_finishes_and_records_the_run_which_then_continues_to_the_s
 
     result = run_main("--experimental-rerun", "out", env=ENV)  # as the message says
     assert result.returncode == 0, result.stderr
-    assert "Continuing from out/checkpoint.pt: 1 epochs and " in result.stdout
+    assert "Continuing from out/checkpoint.pt: 1 epoch and " in result.stdout
     assert metrics_record(out) == uninterrupted[1]
     # The W&B run continues under the same id (offline, each start writes a directory of its own).
     (continued,) = set((tmp_path / "wb" / "wandb").glob("offline-run-*")) - {interrupted}
@@ -122,16 +125,54 @@ def test_ctrl_c_saves_finishes_and_records_the_run_which_then_continues_to_the_s
     assert any("test/acc" in row for row in history)
 
 
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `directory`: its contents and the time it was last written."""
+    return {
+        str(path.relative_to(directory)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
 @pytest.mark.slow
-def test_a_checkpoint_is_only_continued_with_its_own_settings(
+def test_a_checkpoint_is_only_continued_with_its_own_settings_and_the_refused_run_changes_nothing(
     uninterrupted: tuple[Path, dict[str, Any]], run_main: RunMain
 ) -> None:
     out = uninterrupted[0]
+    before = snapshot(out)
     result = run_main(*ARGS, "opt.lr=1e-3", "gpu=-1", f"hydra.run.dir={out}", env=ENV)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"Error: {out / CHECKPOINT_FILE} is the checkpoint of a run with other settings (opt.lr: 5e-05 -> 0.001); "
         "continue it with the settings it was started with, or choose another output directory."
+    )
+    # Not a byte, not a time: .hydra/ keeps the record of the run that is there, and its log is as it was.
+    assert snapshot(out) == before
+    # So Hydra's rerun of that run still works (a finished one tests its model again, to the same metrics).
+    rerun = run_main("--experimental-rerun", str(out), env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    assert metrics_record(out) == uninterrupted[1]
+
+
+@pytest.mark.slow
+def test_a_second_run_in_an_output_directory_in_use_is_refused(
+    mnist_root: Path, run_main: RunMain, tmp_path: Path
+) -> None:
+    first = start(mnist_root, tmp_path, *ARGS, "opt.epochs=30", "hydra.run.dir=out")
+    wait_for(tmp_path / "out" / ".hydra" / "hydra.yaml", first)  # saved once the run is accepted: it trains now
+    before = snapshot(tmp_path / "out" / ".hydra")
+    second = run_main(*ARGS, "opt.epochs=30", "hydra.run.dir=out", env=ENV)
+    assert second.returncode == 1
+    assert second.stderr.strip() == (
+        "Error: another run is working in the output directory out: wait until it ends, or choose another output "
+        "directory."
+    )
+    assert snapshot(tmp_path / "out" / ".hydra") == before
+    first.send_signal(signal.SIGINT)  # the first run was not disturbed: it stops as usual
+    stdout, stderr = first.communicate(timeout=TIMEOUT_S)
+    assert first.returncode == 130, stdout + stderr
+    assert (
+        "Interrupted: saved in out/checkpoint.pt; to continue, run: python main.py --experimental-rerun out" in stdout
     )
 
 
@@ -142,25 +183,54 @@ def small_state(seed: int) -> TrainingState:
     return TrainingState(model=model, optimizer=optimizer, generator=torch.Generator().manual_seed(seed))
 
 
-def test_a_full_disk_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
-    checkpoint = Checkpoint(path=tmp_path / CHECKPOINT_FILE, config={"seed": 1})
+@contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes beyond `limit` bytes fail part of the way, as on a disk that fills up (EFBIG, not a signal)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize(
+    ("disk", "reason"),
+    [
+        # The temporary file that the next save writes is /dev/full, where every write fails with ENOSPC.
+        ("full", "[Errno 28] No space left on device"),
+        # The disk fills up during the write: torch's writer fails with a RuntimeError.
+        ("filling-up", "torch.save could not write it all: is the disk full?"),
+    ],
+)
+def test_a_full_disk_leaves_the_previous_checkpoint_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: str, reason: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    checkpoint = Checkpoint(path=tmp_path / "out" / CHECKPOINT_FILE, config={"seed": 1})
+    checkpoint.path.parent.mkdir()
     saved = small_state(1)
     saved.epoch = 1
     checkpoint.save(saved)
-    # The temporary file that the next save writes is /dev/full, where every write fails with ENOSPC.
-    (tmp_path / f"{CHECKPOINT_FILE}.tmp").symlink_to("/dev/full")
     saved.epoch = 2
     with pytest.raises(UserError) as error:
-        checkpoint.save(saved)
+        if disk == "full":
+            (checkpoint.path.parent / f"{CHECKPOINT_FILE}.tmp").symlink_to("/dev/full")
+            checkpoint.save(saved)
+        else:
+            with file_size_limit(checkpoint.path.stat().st_size // 2):
+                checkpoint.save(saved)
+    # Used as a library, without Hydra's record of the run to rerun: the advice is to call run() again.
     assert str(error.value) == (
-        f"could not save the checkpoint {checkpoint.path} ([Errno 28] No space left on device); the one saved "
-        "before, if any, is intact: make room, then continue with: python main.py --experimental-rerun "
-        f"{os.path.relpath(tmp_path)}"
+        f"could not save the checkpoint out/{CHECKPOINT_FILE} ({reason}); the one saved before, if any, is intact: "
+        "make room, then to continue, call run() again with the same config and output_dir=out"
     )
-    assert not (tmp_path / f"{CHECKPOINT_FILE}.tmp").exists()
+    assert not (checkpoint.path.parent / f"{CHECKPOINT_FILE}.tmp").exists()
 
     restored = small_state(2)
-    Checkpoint(path=checkpoint.path, config={"seed": 1}).restore(restored)
+    Checkpoint(path=checkpoint.path, config={"seed": 1}).restore(restored)  # the one of epoch 1
     assert restored.epoch == 1
     assert all(
         torch.equal(restored.model.state_dict()[name], value) for name, value in saved.model.state_dict().items()

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from src.optuna_sweeper import INTERRUPTED
-from tests.conftest import REPO, RunMain
+from tests.conftest import REPO, RunMain, program_trusting
 
 pytestmark = pytest.mark.slow  # every test here runs main.py in subprocesses
 
@@ -42,13 +42,15 @@ class AdamWFailingInOneJob(torch.optim.AdamW):
 """
 
 
-def fail_job(job: int, tmp_path: Path) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The overrides that make job number `job` of a multirun raise, and the environment they need."""
+def fail_job(job: int, tmp_path: Path) -> tuple[tuple[str, ...], dict[str, str], Path]:
+    """The overrides that make job number `job` of a multirun raise, the environment they need, and the
+    program that trusts the failing optimiser's module."""
     module_dir = tmp_path / "injected"
     module_dir.mkdir()
     (module_dir / "failing_optimizer.py").write_text(FAILING_OPTIMIZER)
-    overrides = ("opt.optimizer_cls=failing_optimizer.AdamWFailingInOneJob", "opt.allowed_modules=[failing_optimizer]")
-    return overrides, {"PYTHONPATH": str(module_dir), "FAILING_JOB": str(job)}
+    program = program_trusting("failing_optimizer", tmp_path / "program")
+    overrides = ("opt.optimizer_cls=failing_optimizer.AdamWFailingInOneJob",)
+    return overrides, {"PYTHONPATH": str(module_dir), "FAILING_JOB": str(job)}, program
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -65,9 +67,16 @@ def best_value(sweep_dir: Path) -> float:
 
 
 def test_grid_summary_lists_every_job_and_averages_over_seeds(run_main: RunMain, tmp_path: Path) -> None:
-    failing, env = fail_job(3, tmp_path)  # seed=43 model.num_hidden=2: the grid's last job
+    failing, env, program = fail_job(3, tmp_path)  # seed=43 model.num_hidden=2: the grid's last job
     result = run_main(
-        "--multirun", "seed=42,43", "model.num_hidden=1,2", *TINY, *failing, "hydra.sweep.dir=sweep", env=env
+        "--multirun",
+        "seed=42,43",
+        "model.num_hidden=1,2",
+        *TINY,
+        *failing,
+        "hydra.sweep.dir=sweep",
+        env=env,
+        program=program,
     )
 
     # The basic sweeper raises the job's error once all jobs have run; the summary is written anyway.
@@ -118,9 +127,9 @@ def test_summary_collects_jobs_run_by_another_launcher(run_main: RunMain, tmp_pa
 
 
 def test_study_goes_on_after_a_failed_trial(run_main: RunMain, tmp_path: Path) -> None:
-    failing, env = fail_job(1, tmp_path)
+    failing, env, program = fail_job(1, tmp_path)
     trials = ("hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2")
-    result = run_main(*STUDY, *trials, *TINY, *failing, "hydra.sweep.dir=sweep", env=env)
+    result = run_main(*STUDY, *trials, *TINY, *failing, "hydra.sweep.dir=sweep", env=env, program=program)
 
     assert result.returncode == 0, result.stderr
     study = load_study(tmp_path)
@@ -197,3 +206,18 @@ def test_killed_study_continues_with_the_same_command(run_main: RunMain, mnist_r
     assert again.returncode == 0, again.stderr
     assert len(load_study(tmp_path).trials) == len(study.trials)
     assert best_value(tmp_path / "third") == study.best_value
+
+
+def test_a_job_whose_training_diverges_fails_and_the_sweep_goes_on(run_main: RunMain, tmp_path: Path) -> None:
+    result = run_main("--multirun", "opt.lr=1e30,1e-3", *TINY, "hydra.sweep.dir=sweep")
+
+    # As for any job that raises: the others run, the summary lists it as failed, the sweep exits with its error.
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: the training loss became nan at epoch 1, step 2; training diverged: try a smaller opt.lr. "
+        "The checkpoint of the last epoch, if any, is intact."
+    )
+    rows = read_csv(tmp_path / "sweep" / "summary.csv")
+    assert {row["opt.lr"]: row["status"] for row in rows} == {"1e+30": "failed", "0.001": "finished"}
+    assert not (tmp_path / "sweep" / "0" / "metrics.json").exists()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from src.cmnist import PALETTE, CMNISTDataModule
+from src.errors import RunFailedError, UserError
 from src.optimisation import OptimisationCfg
 from src.training import TrainingState, fit
 from tests.conftest import Train
@@ -53,7 +54,7 @@ def test_without_mnist_the_run_uses_synthetic_digits_and_says_so(
     train(f"dm.root={no_mnist_root}", "dm.download=false", "model.hidden_dim=32", "opt.epochs=1")
     (warning,) = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert warning.getMessage().startswith(
-        f"no MNIST files in {no_mnist_root}/MNIST/raw and dm.download=false; using SYNTHETIC digits"
+        f"there are no MNIST files in {no_mnist_root}/MNIST/raw and dm.download=false; using SYNTHETIC digits"
     )
     record = metrics_record(tmp_path / "out")
     assert record["data_source"] == "synthetic"
@@ -135,3 +136,43 @@ def test_the_data_moves_to_the_device_once_not_for_each_batch(
         opt = OptimisationCfg(epochs=1, batch_size=batch_size)
         fit(state, data, opt=opt, on_epoch_end=lambda _state: None, stop_requested=lambda: False)
     assert moves[0] == moves[1]
+
+
+def test_a_checkpoint_is_only_continued_on_the_data_it_started_with(
+    train: Train, tmp_path: Path, no_mnist_root: Path
+) -> None:
+    # A run on MNIST, continued where MNIST is missing (another dm.root, no download) would train on
+    # synthetic digits from its second epoch; a dm.root that holds the same MNIST may change.
+    train("model.hidden_dim=16", "opt.epochs=1")
+    before = (tmp_path / "out" / "checkpoint.pt").read_bytes()
+    with pytest.raises(UserError) as error:
+        train("model.hidden_dim=16", "opt.epochs=1", f"dm.root={no_mnist_root}", "dm.download=false")
+    assert str(error.value) == (
+        "out/checkpoint.pt was trained on mnist data, not synthetic: continue it on the data it started with "
+        "(check dm.root and the files there), or choose another output directory."
+    )
+    assert (tmp_path / "out" / "checkpoint.pt").read_bytes() == before
+
+
+def test_training_that_diverges_stops_at_the_step_and_leaves_the_last_checkpoint(mnist_root: Path) -> None:
+    data = CMNISTDataModule(root=mnist_root).build(seed=0)
+    torch.manual_seed(0)  # pyright: ignore[reportUnknownMemberType]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 10))
+    state = TrainingState(model=model, optimizer=torch.optim.SGD(model.parameters()), generator=torch.Generator())
+    saved: list[int] = []
+
+    def end_epoch(state: TrainingState) -> None:
+        saved.append(state.epoch)  # where a run saves its checkpoint
+        with torch.no_grad():
+            model[1].weight[0, 0] = float("inf")  # the next step's loss is not a number
+
+    with pytest.raises(RunFailedError) as error:
+        fit(state, data, opt=OptimisationCfg(epochs=3), on_epoch_end=end_epoch, stop_requested=lambda: False)
+    assert str(error.value).startswith("the training loss became nan at epoch 2, step 1; training diverged")
+    assert saved == [1]  # no checkpoint of the model that diverged
+
+
+def test_run_as_a_library_creates_its_output_directory(train: Train, tmp_path: Path) -> None:
+    output_dir = tmp_path / "not" / "yet" / "there"
+    train("model.hidden_dim=8", "opt.epochs=1", output_dir=output_dir)
+    assert metrics_record(output_dir)["status"] == "finished"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf.json_format import MessageToDict
 
+from src.wandb_logging import WandbCfg, WandbMode
 from tests.conftest import RunMain
 
 BLOCK_SIZE = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of checksummed chunks
@@ -94,3 +95,42 @@ def test_online_with_an_unreachable_server_is_one_clear_line(run_main: RunMain, 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error: W&B could not reach its server within 3 s")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "environment", "saved", "expected"),
+    [
+        (None, None, None, WandbMode.DISABLED),  # nothing said: no W&B
+        (None, "offline", None, WandbMode.OFFLINE),  # WANDB_MODE
+        (None, "dryrun", None, WandbMode.OFFLINE),  # its old name
+        (None, None, "offline", WandbMode.OFFLINE),  # `wandb offline`, run in the project's folder
+        (None, "online", "offline", WandbMode.ONLINE),  # WANDB_MODE before `wandb offline`, as in W&B
+        (WandbMode.DISABLED, "offline", "offline", WandbMode.DISABLED),  # the config before both
+        (WandbMode.ONLINE, "disabled", None, WandbMode.ONLINE),
+    ],
+)
+def test_a_mode_in_the_config_wins_else_wandbs_own_settings_decide(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    mode: WandbMode | None,
+    environment: str | None,
+    saved: str | None,
+    expected: WandbMode,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "global"))  # not this machine's own settings
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    if environment is not None:
+        monkeypatch.setenv("WANDB_MODE", environment)
+    if saved is not None:  # what `wandb offline` writes
+        (tmp_path / "wandb").mkdir()
+        (tmp_path / "wandb" / "settings").write_text(f"[default]\nmode = {saved}\n")
+    assert WandbCfg(mode=mode).resolved_mode() is expected
+
+
+@pytest.mark.slow
+def test_wandb_mode_from_the_environment_logs_offline(run_main: RunMain, tmp_path: Path) -> None:
+    result = run_main("opt.epochs=1", "model.hidden_dim=16", "wandb.dir=wb", env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
