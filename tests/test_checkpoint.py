@@ -176,9 +176,9 @@ def test_a_second_run_in_an_output_directory_in_use_is_refused(
     )
 
 
-def small_state(seed: int) -> TrainingState:
+def small_state(seed: int, width: int = 4) -> TrainingState:
     torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]
-    model = nn.Linear(4, 2)
+    model = nn.Linear(width, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     return TrainingState(model=model, optimizer=optimizer, generator=torch.Generator().manual_seed(seed))
 
@@ -211,7 +211,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(
     monkeypatch.chdir(tmp_path)
     checkpoint = Checkpoint(path=tmp_path / "out" / CHECKPOINT_FILE, config={"seed": 1})
     checkpoint.path.parent.mkdir()
-    saved = small_state(1)
+    saved = small_state(1, width=100_000)  # 800 kB of weights: the disk fills up while torch writes them
     saved.epoch = 1
     checkpoint.save(saved)
     saved.epoch = 2
@@ -229,7 +229,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(
     )
     assert not (checkpoint.path.parent / f"{CHECKPOINT_FILE}.tmp").exists()
 
-    restored = small_state(2)
+    restored = small_state(2, width=100_000)
     Checkpoint(path=checkpoint.path, config={"seed": 1}).restore(restored)  # the one of epoch 1
     assert restored.epoch == 1
     assert all(
