@@ -76,7 +76,7 @@ def configurations_figure(groups: list[SeedGroup], metric: str) -> Figure:
     axes.set_xlabel(metric)
     axes.set_ylabel(", ".join(varying) or "configuration")
     axes.grid(axis="x", alpha=0.3)
-    axes.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False)
+    figure.legend(loc="outside lower center", ncols=2, frameon=False)
     return figure
 
 
