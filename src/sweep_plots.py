@@ -58,8 +58,8 @@ def configurations_figure(groups: list[SeedGroup], metric: str) -> Figure:
     axes = figure.subplots()
     runs = [(value, row) for row, group in enumerate(groups) for value in group.values(metric)]
     axes.plot([x for x, _ in runs], [y for _, y in runs], "o", color="tab:blue", alpha=0.6, label="a run")
-    spread = [(row, *group.mean_std(metric)) for row, group in enumerate(groups)]
-    spread = [(row, mean, std or 0.0) for row, mean, std in spread if mean is not None]  # 0: a single run
+    stats = [(row, *group.mean_std(metric)) for row, group in enumerate(groups)]
+    spread = [(row, mean, std or 0.0) for row, mean, std in stats if mean is not None]  # std 0: a single run
     axes.errorbar(
         [mean for _, mean, _ in spread],
         [row for row, _, _ in spread],

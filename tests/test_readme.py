@@ -19,6 +19,9 @@ NOT_RUN = {
     "python main.py wandb.mode=online": "it needs a W&B account and the network (tests/test_wandb.py tests its errors)",
     "python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv": "tests/test_slurm.py runs it on a SLURM cluster",
     "python main.py --experimental-rerun outputs/long_run": "it continues an earlier run (tests/test_checkpoint.py)",
+    "python main.py --multirun seed=42,43 hydra.sweep.dir=multirun/2026-11-28/00-03-10": (
+        "it continues a stopped sweep; tests/test_sweeps.py kills one and runs the command it printed"
+    ),
     "scancel --signal=USR2 JOB_ID": "it needs a running SLURM job; tests/test_slurm.py sends it to one",
     "nohup python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv > sweep.log 2>&1 &": (
         "it outlives the test in the background; tests/test_slurm.py runs the same sweep"
