@@ -1,6 +1,7 @@
 """README.md and docs/*.md are tested documents: every command in them runs, and prints what they show."""
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -47,6 +48,21 @@ def test_the_documents_have_commands_and_outputs() -> None:
     commands = {example.command for example in EXAMPLES}
     for listed in (NOT_RUN, FAILING, SHORTER):
         assert set(listed) <= commands, f"names a command that no document has: {set(listed) - commands}"
+
+
+def anchors(document: Path) -> set[str]:
+    """The anchors that GitHub gives the headings of a document: lowercase, punctuation dropped, spaces as -."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", document.read_text(), flags=re.M | re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda document: document.name)
+def test_links_between_the_documents_lead_somewhere(document: Path) -> None:
+    for target, anchor in re.findall(r"\]\((?!https?:)([^)#]*)#?([^)]*)\)", document.read_text()):
+        path = (document.parent / target).resolve() if target else document
+        assert path.exists(), f"{document.name}: no such file: {target}"
+        if anchor:
+            assert anchor in anchors(path), f"{document.name}: no heading #{anchor} in {path.name}"
 
 
 @pytest.mark.parametrize(
