@@ -1,6 +1,7 @@
 """Hydra callbacks: objects whose methods Hydra calls at fixed points of a run or a multirun, whichever
 sweeper and launcher is used. conf/config.yaml registers them under `hydra.callbacks`."""
 
+import logging
 import shutil
 import sys
 import tempfile
@@ -15,9 +16,12 @@ from typing_extensions import override
 from src.credentials import refuse_credentials
 from src.errors import UserError, exit_on_user_error
 from src.optuna_settings import check_sweeper_settings
+from src.sweep_continuation import check_same_sweep, continue_command
 from src.sweep_summary import summarise_sweep
 
-__all__ = ["OutputDirCheck", "SweepCheck", "SweepSummary"]
+__all__ = ["OutputDirCheck", "SweepCheck", "SweepContinuation", "SweepSummary"]
+
+log = logging.getLogger(__name__)
 
 
 class OutputDirCheck(Callback):
@@ -55,6 +59,22 @@ class SweepCheck(Callback):
                 check_sweeper_settings(config.hydra.sweeper, overrides)
 
 
+class SweepContinuation(Callback):
+    """Print, as a multirun starts, the command that continues it if it stops (src/sweep_continuation.py);
+    refuse a sweep directory that holds a sweep of other overrides."""
+
+    @override
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = config.hydra.sweep.dir
+        task_overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        try:
+            if check_same_sweep(Path(sweep_dir), task_overrides):
+                log.info(f"Continuing the sweep in {sweep_dir}: finished jobs report their results, the others run.")
+        except UserError as error:
+            sys.exit(f"Error: {error}")
+        log.info(f"If this sweep stops, continue it with: {continue_command(sweep_dir)}")
+
+
 class SweepSummary(Callback):
     """Summarise a multirun in its sweep directory (src/sweep_summary.py), and print the summary.
 
@@ -64,9 +84,24 @@ class SweepSummary(Callback):
     `on_multirun_end` on the machine that started the sweep.
     """
 
+    started = False
+
+    @override
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Not reached when a callback listed before this one stops the multirun (a refused sweep
+        # directory): Hydra still calls `on_multirun_end`, which must then not summarise that directory.
+        self.started = True
+
     @override
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        jobs = summarise_sweep(Path(config.hydra.sweep.dir))
+        if not self.started:
+            return
+        sweep_dir = config.hydra.sweep.dir
+        jobs = summarise_sweep(Path(sweep_dir), sweeper=config.hydra.sweeper)
+        interrupted = [job.name for job in jobs if job.status == "interrupted"]
+        if interrupted:  # by Ctrl-C, or SLURM's time limit: the sweep stopped
+            command = continue_command(sweep_dir)
+            log.info(f"Interrupted jobs: {', '.join(interrupted)}; to continue the sweep, run: {command}")
         # Called in a `finally`: what ends the sweep is in flight. Where every job failed, that is the last
         # failure (an Optuna study with no completed trial fails as well), which Hydra would print with its
         # traceback; one line says more. An exit (an error already said in one line, Ctrl-C) goes on as it is.
@@ -74,7 +109,7 @@ class SweepSummary(Callback):
         if jobs and all(job.status == "failed" for job in jobs) and (ending is None or isinstance(ending, Exception)):
             sys.exit(
                 f"Error: every job of the sweep failed ({len(jobs)}); each job's error is at the end of its log, "
-                f"{config.hydra.sweep.dir}/JOB/{config.hydra.job.name}.log."
+                f"{sweep_dir}/JOB/{config.hydra.job.name}.log."
             )
 
 

@@ -23,7 +23,7 @@ from src.paths import shown
 
 if TYPE_CHECKING:
     from src.data import Data
-    from src.training import TrainingState
+    from src.training import Metrics, TrainingState
 
 __all__ = ["CHECKPOINT_FILE", "Checkpoint", "claim_output_dir", "how_to_continue", "plural"]
 
@@ -98,11 +98,20 @@ class Checkpoint:
             write_atomically(self.path, lambda file: torch.save(contents, file))
         except (OSError, RuntimeError) as error:
             # A write that fails part of the way (a full disk) is a RuntimeError from torch's zip writer.
-            reason = str(error) if isinstance(error, OSError) else "torch.save could not write it all: is the disk full?"
+            reason = (
+                str(error) if isinstance(error, OSError) else "torch.save could not write it all: is the disk full?"
+            )
             raise UserError(
                 f"could not save the checkpoint {shown(self.path)} ({reason}); the one saved before, if any, is "
                 f"intact: make room, then to continue, {how_to_continue(self.path.parent)}"
             ) from None
+
+    def ended_with(self, metrics: Metrics, *, epochs: int) -> bool:
+        """Whether this is the last checkpoint of a run of `epochs` epochs that ended with `metrics`: its
+        last epoch's validation metrics are among them. (A metrics.json left in the directory by an earlier
+        run, whose checkpoint was deleted to start afresh, is not this run's.)"""
+        saved = self._saved
+        return saved is not None and saved["epoch"] == epochs and saved["history"][-1].items() <= metrics.items()
 
     def restore(self, state: TrainingState) -> None:
         """Load the checkpoint, if there is one, into `state` and torch's random state."""

@@ -104,7 +104,9 @@ def load_mnist(root: Path) -> tuple[Digits, Digits]:
     try:
         train, test = MNIST(str(root), train=True), MNIST(str(root), train=False)
     except (RuntimeError, OSError, AssertionError, ValueError, TypeError, KeyError, IndexError) as error:
-        raise UserError(f"the MNIST files in {shown(raw)} are unreadable ({error}); delete them and run again.") from None
+        raise UserError(
+            f"the MNIST files in {shown(raw)} are unreadable ({error}); delete them and run again."
+        ) from None
     for name, dataset in (("train", train), ("t10k", test)):
         images, labels = dataset.data, dataset.targets
         image_file, label_file = f"{name}-images-idx3-ubyte", f"{name}-labels-idx1-ubyte"

@@ -83,6 +83,15 @@ def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], o
     with claim_output_dir(output_dir):
         # A checkpoint here of a run with other settings stops this one before the data is prepared.
         checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
+        metrics_file = output_dir / METRICS_FILE
+        recorded = _finished_metrics(metrics_file)
+        if recorded is not None and checkpoint.ended_with(recorded, epochs=cfg.opt.epochs):
+            # Run again where it finished (a sweep continued after a stop): report, without running anything.
+            log.info(
+                f"Already finished: val/acc={recorded['val/acc']:.4f} (all metrics: {shown(metrics_file)}); "
+                f"not run again (to run it afresh, delete {shown(checkpoint.path)})."
+            )
+            return recorded["val/acc"]
         log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
         data, state = _prepare(cfg, checkpoint)
         wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
@@ -146,6 +155,15 @@ def _train_and_record(
         stop.end_run(checkpoint.path, output_dir)
     log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {shown(metrics_file)})")
     return metrics["val/acc"]
+
+
+def _finished_metrics(metrics_file: Path) -> Metrics | None:
+    """The metrics recorded in `metrics_file` by a run that finished; None if there is none."""
+    try:
+        record = json.loads(metrics_file.read_text())
+        return record["metrics"] if record["status"] == "finished" else None
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not one this program wrote
+        return None
 
 
 def _train_and_test(

@@ -15,7 +15,7 @@ from src.errors import UserError
 from src.run import _device  # pyright: ignore[reportPrivateUsage]
 from tests.conftest import REPO, RunMain, Train
 
-HEAVY_MODULES = ("torch", "torchvision", "wandb")
+HEAVY_MODULES = ("torch", "torchvision", "wandb", "matplotlib")
 
 
 @pytest.mark.parametrize(

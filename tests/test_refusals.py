@@ -74,13 +74,18 @@ def checkpoint_file(contents: bytes | object) -> Setup:
     return setup
 
 
-def trained(*args: str) -> Setup:
-    """A finished run in `out`, which leaves its checkpoint there."""
-    return lambda cwd, mnist_root, train: train(*TINY, *args)
+def stopped_run() -> Setup:
+    """A run in `out` stopped after the checkpoint of its last epoch, before it wrote metrics.json."""
+
+    def setup(cwd: Path, mnist_root: Path, train: Train) -> None:
+        train(*TINY)
+        (cwd / "out" / "metrics.json").unlink()
+
+    return setup
 
 
 def other_digits(cwd: Path, mnist_root: Path, train: Train) -> None:
-    train(*TINY)
+    stopped_run()(cwd, mnist_root, train)
     raw = mnist_copy(cwd, mnist_root, "other")
     labels = (raw / "train-labels-idx1-ubyte").read_bytes()
     (raw / "train-labels-idx1-ubyte").write_bytes(labels[:8] + bytes((label + 1) % 10 for label in labels[8:]))
@@ -121,6 +126,11 @@ REFUSALS = {
         ("dm.colors=[3]", "dm.num_colors=2"), "Error: dm.colors has 3, which is not a palette entry: use 0 to 1."
     ),
     "label-map": Refusal(("+dm.label_map={0: 1}",), "Error: dm.label_map={0: 1} must map to the labels 0 to 0."),
+    "no-effect": Refusal(
+        ("model=single_linear_layer", "model.hidden_dim=20"),
+        "Error: model.hidden_dim=20 has no effect without hidden layers (model.num_hidden=0): "
+        "set model.num_hidden to 1 or more, or leave model.hidden_dim unset.",
+    ),
     "gpu": Refusal(("gpu=-2",), "Error: gpu=-2 is not a device: use a CUDA device index, or -1 for the CPU."),
     "kernel": Refusal(
         ("model=cnn", "model.kernel_size=13"),
@@ -291,7 +301,7 @@ REFUSALS = {
         "Error: out/checkpoint.pt is the checkpoint of a run with other settings (opt.lr: 5e-05 -> 0.001); "
         "continue it with the settings it was started with, or choose another output directory.",
         in_process=True,
-        setup=trained(),
+        setup=stopped_run(),
     ),
     "checkpoint-of-other-data": Refusal(
         (*TINY, "dm.root=other"),

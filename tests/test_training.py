@@ -144,6 +144,7 @@ def test_a_checkpoint_is_only_continued_on_the_data_it_started_with(
     # A run on MNIST, continued where MNIST is missing (another dm.root, no download) would train on
     # synthetic digits from its second epoch; a dm.root that holds the same MNIST may change.
     train("model.hidden_dim=16", "opt.epochs=1")
+    (tmp_path / "out" / "metrics.json").unlink()  # as if stopped after its checkpoint: it would continue
     before = (tmp_path / "out" / "checkpoint.pt").read_bytes()
     with pytest.raises(UserError) as error:
         train("model.hidden_dim=16", "opt.epochs=1", f"dm.root={no_mnist_root}", "dm.download=false")
@@ -157,14 +158,15 @@ def test_a_checkpoint_is_only_continued_on_the_data_it_started_with(
 def test_training_that_diverges_stops_at_the_step_and_leaves_the_last_checkpoint(mnist_root: Path) -> None:
     data = CMNISTDataModule(root=mnist_root).build(seed=0)
     torch.manual_seed(0)  # pyright: ignore[reportUnknownMemberType]
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 28 * 28, 10))
+    linear = nn.Linear(3 * 28 * 28, 10)
+    model = nn.Sequential(nn.Flatten(), linear)
     state = TrainingState(model=model, optimizer=torch.optim.SGD(model.parameters()), generator=torch.Generator())
     saved: list[int] = []
 
     def end_epoch(state: TrainingState) -> None:
         saved.append(state.epoch)  # where a run saves its checkpoint
         with torch.no_grad():
-            model[1].weight[0, 0] = float("inf")  # the next step's loss is not a number
+            linear.weight[0, 0] = float("inf")  # the next step's loss is not a number
 
     with pytest.raises(RunFailedError) as error:
         fit(state, data, opt=OptimisationCfg(epochs=3), on_epoch_end=end_epoch, stop_requested=lambda: False)
