@@ -98,9 +98,10 @@ class DataModule(ABC):
     def build(self, *, seed: int) -> Data:
         """Load the data; `seed` fixes every random choice (splits, colours)."""
 
-    @abstractmethod
     def memory_needed(self) -> int:
-        """The bytes that the prepared data takes in memory, known before it is prepared."""
+        """The bytes that the prepared data takes in memory, known before it is prepared: a run that would
+        not fit is refused before it prepares anything. 0 (not known) unless a data module says."""
+        return 0
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -30,7 +30,7 @@ GB = 1e9
 def check_fits_in_memory(
     data_module: DataModule, model_factory: ModelFactory, *, batch_size: int, device: torch.device
 ) -> None:
-    """Refuse data, or a model, too large for the memory of `device`, before the data is prepared."""
+    """Refuse data, or a model, too large for the memory of `device`, before they are allocated."""
     import torch
 
     data_bytes, available = data_module.memory_needed(), available_bytes(device)
@@ -42,10 +42,15 @@ def check_fits_in_memory(
         )
     # A copy of the model on the meta device: shapes without storage, so nothing is allocated. One class:
     # their number is not known before the data is prepared.
-    with torch.device("meta"):
-        model = model_factory.build(data_module.input_shape, out_dim=1)
-        num_parameters = sum(parameter.numel() for parameter in model.parameters())
-        activations = _activation_count(model, torch.empty(batch_size, *data_module.input_shape))
+    try:
+        with torch.device("meta"):
+            model = model_factory.build(data_module.input_shape, out_dim=1)
+            num_parameters = sum(parameter.numel() for parameter in model.parameters())
+            activations = _activation_count(model, torch.empty(batch_size, *data_module.input_shape))
+    except UserError:
+        raise  # the model cannot be built for these images at all
+    except Exception:  # a model of your own that needs real tensors to be built: not estimated
+        return
     needed = FLOAT_BYTES * (2 * num_parameters + activations)
     if device.type == "cuda":  # the data moves to the GPU as well
         needed += data_bytes

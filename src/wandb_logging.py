@@ -47,9 +47,6 @@ class WandbCfg:
     mode: WandbMode | None = None
     resume: str | None = None
 
-    def __post_init__(self) -> None:
-        self.dir = str(user_path(self.dir))  # relative to where the program was started, even with hydra.job.chdir
-
     def resolved_mode(self) -> WandbMode:
         """`mode`, or where it is null, the mode that W&B's settings ask for (see `mode`)."""
         if self.mode is not None:
@@ -73,13 +70,14 @@ class WandbCfg:
         import wandb
         from wandb.errors import CommError, UsageError
 
-        Path(self.dir).mkdir(parents=True, exist_ok=True)
+        directory = user_path(self.dir)  # relative to where the program was started, even with hydra.job.chdir
+        directory.mkdir(parents=True, exist_ok=True)
         # Without this, an unreachable server keeps `wandb.init()` waiting for 90 s.
         init_timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", "30"))
         try:
             return wandb.init(
                 name=self.name,
-                dir=self.dir,
+                dir=directory,
                 id=resume_id or self.id,
                 project=self.project,
                 group=self.group,
