@@ -8,11 +8,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.errors import RunFailedError, UserError, exit_on_user_error
 from src.optuna_sweeper import ResumableOptunaSweeper
 from src.run import register_configs, run
+from src.run_record import check_rerun_directory, save_run_record
 
 # The dataclasses must be in the ConfigStore before Hydra composes conf/config.yaml.
 register_configs()
@@ -29,37 +30,11 @@ def main(cfg: DictConfig) -> float:
     with exit_on_user_error():
         try:
             # The value returned is what sweepers such as Optuna optimise.
-            return run(cfg, output_dir=output_dir, on_accepted=lambda: save_hydra_record(cfg, output_dir))
+            return run(cfg, output_dir=output_dir, on_accepted=lambda: save_run_record(cfg, output_dir))
         except RunFailedError as error:
             if HydraConfig.get().mode is RunMode.MULTIRUN:
                 raise  # Hydra records the job as failed (a sweeper, its trial), and the sweep goes on
             raise UserError(str(error)) from None
-
-
-def save_hydra_record(cfg: DictConfig, output_dir: Path) -> None:
-    """Save what Hydra saves in .hydra/ (the config, Hydra's config, the overrides), which
-    `--experimental-rerun` and the sweep summary read. Hydra would save it before the run starts, over
-    the record of the run that a refused one finds there; conf/config.yaml turns that off
-    (`hydra.output_subdir: null`), and `run()` calls this once the run is accepted."""
-    record = output_dir / ".hydra"
-    record.mkdir(exist_ok=True)
-    hydra_config = HydraConfig.get()
-    OmegaConf.save(cfg, record / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), record / "hydra.yaml")
-    OmegaConf.save(hydra_config.overrides.task, record / "overrides.yaml")
-
-
-def check_rerun_directory(arguments: list[str]) -> None:
-    """Refuse `--experimental-rerun DIR` where DIR holds no record of a run (Hydra would end in a traceback)."""
-    for index, argument in enumerate(arguments):
-        name, equals, value = argument.partition("=")
-        if name == "--experimental-rerun":
-            directory = Path(value if equals else next(iter(arguments[index + 1 :]), ""))
-            if not (directory / ".hydra" / "hydra.yaml").is_file():
-                raise UserError(
-                    f"--experimental-rerun {directory}: that is not the output directory of a run (it has no "
-                    ".hydra/hydra.yaml); give one such as outputs/DATE/TIME, or multirun/DATE/TIME/0 for a job."
-                )
 
 
 def report_failed_job(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:

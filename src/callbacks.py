@@ -19,7 +19,7 @@ from src.optuna_settings import check_sweeper_settings
 from src.sweep_continuation import check_same_sweep, continue_command
 from src.sweep_summary import summarise_sweep
 
-__all__ = ["OutputDirCheck", "SweepCheck", "SweepContinuation", "SweepSummary"]
+__all__ = ["OutputDirCheck", "StartCheck", "SweepContinuation", "SweepSummary"]
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,29 @@ class OutputDirCheck(Callback):
         _check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
 
-class SweepCheck(Callback):
-    """Refuse a multirun that cannot go well, before anything is written: Hydra saves the sweep's
-    overrides (multirun.yaml) and each job's, and the summary shows them, before any job starts.
-    Each job checks its own config again (src/validation.py)."""
+class StartCheck(Callback):
+    """Refuse, before Hydra writes anything, a run whose overrides of Hydra's settings hold a credential
+    (Hydra saves them in .hydra/hydra.yaml), and a multirun that cannot go well: Hydra saves the sweep's
+    overrides (multirun.yaml) before any job starts, and the summary shows them. Each job checks its
+    own config again (src/validation.py)."""
+
+    @override
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with exit_on_user_error():
+            refuse_credentials({}, _overrides(config, "hydra"))  # the run's own config: by `run()`
 
     @override
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
             # Every value of every swept setting is in the overrides, as typed; the config, resolved,
             # holds what the config files and interpolations add.
-            overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task))
+            overrides = _overrides(config, "task")
             try:
                 task_config = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
                 resolved = cast(dict[str, Any], OmegaConf.to_container(task_config, resolve=True))
             except OmegaConfBaseException:
                 resolved = {}  # each job reports what cannot be resolved
-            refuse_credentials(resolved, overrides)
+            refuse_credentials(resolved, [*overrides, *_overrides(config, "hydra")])
             _refuse_slurm_without_slurm(config)
             if "Optuna" in str(config.hydra.sweeper.get("_target_", "")):
                 check_sweeper_settings(config.hydra.sweeper, overrides)
@@ -111,6 +117,11 @@ class SweepSummary(Callback):
                 f"Error: every job of the sweep failed ({len(jobs)}); each job's error is at the end of its log, "
                 f"{sweep_dir}/JOB/{config.hydra.job.name}.log."
             )
+
+
+def _overrides(config: DictConfig, kind: str) -> list[str]:
+    """The command line's overrides of the task's config (`task`) or of Hydra's (`hydra`), as typed."""
+    return cast(list[str], OmegaConf.to_container(config.hydra.overrides[kind], resolve=False))
 
 
 def _refuse_slurm_without_slurm(config: DictConfig) -> None:

@@ -50,7 +50,7 @@ class Checkpoint:
     _saved: dict[str, Any] | None = field(default=None, init=False, repr=False)  # what `restore()` loads
 
     def __post_init__(self) -> None:
-        if not self.path.is_file():
+        if not self.path.exists():
             return
         saved = _read(self.path)
         changes = _changes(saved["config"], _plain(self.config))
@@ -136,6 +136,8 @@ def _read(path: Path) -> dict[str, Any]:
     """The contents of a checkpoint file, or a UserError that says why it is none of ours."""
     import torch
 
+    if not path.is_file():
+        raise UserError(f"{shown(path)} is not a file: move it away, so that the run can save its checkpoint there.")
     try:
         # `weights_only`: tensors and plain values only, so that a checkpoint cannot run code.
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -154,7 +156,10 @@ def _read(path: Path) -> dict[str, Any]:
     else:
         if isinstance(saved, dict) and saved.keys() >= CONTENTS:
             return cast(dict[str, Any], saved)
-        problem = "it is not a checkpoint of this program"
+        if isinstance(saved, dict) and saved.keys() >= CONTENTS - {"data"}:
+            problem = "an earlier version of this program saved it, without the fingerprint of its data"
+        else:
+            problem = "it is not a checkpoint of this program"
     raise UserError(f"cannot read the checkpoint {shown(path)} ({problem}); move it away to start this run afresh.")
 
 

@@ -99,6 +99,8 @@ class CMNISTDataModule(DataModule):
             labels = set(self.label_map.values())
             if labels != set(range(len(labels))):
                 raise UserError(f"dm.label_map={self.label_map} must map to the labels 0 to {len(labels) - 1}.")
+            if len(labels) < 2:
+                raise UserError(f"dm.label_map={self.label_map} maps to one label: a classifier needs two or more.")
 
     @override
     def build(self, *, seed: int) -> Data:

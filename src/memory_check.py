@@ -1,9 +1,9 @@
 """Refusing a run that cannot fit in memory, before it allocates: a run too large for the machine
 otherwise ends in a traceback from the allocator or, worse, is killed by the kernel without a word.
 
-The estimates are lower bounds (the prepared data; the model's weights and gradients and the
-activations of one batch), so that a run that fits is never refused; one that passes may still
-need more (the optimiser's state, temporary copies).
+The estimates are lower bounds (the prepared data; the model's weights and gradients; the activations
+of a batch), so that a run that fits is never refused; one that passes may still need more (the
+optimiser's state, temporary copies).
 """
 
 from __future__ import annotations
@@ -21,17 +21,22 @@ if TYPE_CHECKING:
     from src.data import DataModule
     from src.model import ModelFactory
 
-__all__ = ["available_bytes", "check_fits_in_memory"]
+__all__ = ["available_bytes", "check_batch_fits", "check_data_and_weights_fit"]
 
 FLOAT_BYTES = 4  # float32 weights, gradients and activations
 GB = 1e9
+SMALLER_MODEL = "use a smaller model (such as model.hidden_dim or model.num_hidden), or smaller images (dm.default_res)"
 
 
-def check_fits_in_memory(
-    data_module: DataModule, model_factory: ModelFactory, *, batch_size: int, device: torch.device
-) -> None:
-    """Refuse data, or a model, too large for the memory of `device`, before they are allocated."""
+class _WeightsTooLargeError(Exception):
+    """Raised while a model is built to be counted, once its weights alone are too large: it stops the build."""
+
+
+def check_data_and_weights_fit(data_module: DataModule, model_factory: ModelFactory, device: torch.device) -> None:
+    """Refuse data, or a model's weights and gradients, too large for the memory of `device`, before the data
+    is prepared (minutes, and a cache on disk) and the model built."""
     import torch
+    from torch.nn.modules.module import register_module_parameter_registration_hook
 
     data_bytes, available = data_module.memory_needed(), available_bytes(device)
     if data_bytes > available:
@@ -40,26 +45,71 @@ def check_fits_in_memory(
             f"more than the {available / GB:.1f} GB available on the {device.type.upper()}; "
             "use a smaller dm.default_res."
         )
-    # A copy of the model on the meta device: shapes without storage, so nothing is allocated. One class:
-    # their number is not known before the data is prepared.
+    budget = available - (data_bytes if device.type == "cuda" else 0)  # the data moves to the GPU as well
+    num_parameters = 0
+
+    def count(module: nn.Module, name: str, parameter: torch.nn.Parameter | None) -> None:
+        nonlocal num_parameters
+        num_parameters += 0 if parameter is None else parameter.numel()
+        if 2 * FLOAT_BYTES * num_parameters > budget:
+            raise _WeightsTooLargeError  # a model of a billion layers need not be built to the end to be refused
+
+    # Built on the meta device: shapes without storage, so nothing is allocated. One class: their number
+    # is not known before the data is prepared.
+    handle = register_module_parameter_registration_hook(count)
     try:
         with torch.device("meta"):
-            model = model_factory.build(data_module.input_shape, out_dim=1)
-            num_parameters = sum(parameter.numel() for parameter in model.parameters())
-            activations = _activation_count(model, torch.empty(batch_size, *data_module.input_shape))
+            model_factory.build(data_module.input_shape, out_dim=1)
+    except _WeightsTooLargeError:
+        raise UserError(
+            f"the model has more than {_count(num_parameters)} parameters: their weights and gradients alone take "
+            f"{2 * FLOAT_BYTES * num_parameters / GB:.1f} GB, more than the {budget / GB:.1f} GB available on the "
+            f"{device.type.upper()}; {SMALLER_MODEL}."
+        ) from None
     except UserError:
         raise  # the model cannot be built for these images at all
     except Exception:  # a model of your own that needs real tensors to be built: not estimated
-        return
-    needed = FLOAT_BYTES * (2 * num_parameters + activations)
-    if device.type == "cuda":  # the data moves to the GPU as well
+        pass
+    finally:
+        handle.remove()
+
+
+def check_batch_fits(
+    model: nn.Module, input_shape: tuple[int, int, int], *, batch_size: int, device: torch.device, data_bytes: int
+) -> None:
+    """Refuse a batch whose activations, with the model's weights and gradients, would not fit on `device`:
+    measured on one image on the CPU (the model is there until it moves to `device`)."""
+    import torch
+
+    activations = 0
+
+    def count(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        nonlocal activations
+        activations += output.numel()
+
+    leaves = [module for module in model.modules() if not list(module.children())]  # containers count twice
+    handles = [module.register_forward_hook(count) for module in leaves]  # pyright: ignore[reportUnknownMemberType]
+    training = model.training
+    try:
+        # eval: dropout draws no random numbers and batch norm keeps its statistics, so that the run that
+        # follows is the same as without the measurement.
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    num_parameters = sum(parameter.numel() for parameter in model.parameters())
+    needed = FLOAT_BYTES * (2 * num_parameters + batch_size * activations)
+    if device.type == "cuda":
         needed += data_bytes
+    available = available_bytes(device)
     if needed > available:
         raise UserError(
-            f"the model has {_count(num_parameters)} parameters: training it needs at least {needed / GB:.1f} GB "
-            f"(weights, gradients and the activations of a batch of {batch_size}), more than the "
-            f"{available / GB:.1f} GB available on the {device.type.upper()}; use a smaller model "
-            "(such as model.hidden_dim or model.num_hidden), smaller images (dm.default_res) or opt.batch_size."
+            f"training needs at least {needed / GB:.1f} GB (the weights and gradients of {_count(num_parameters)} "
+            f"parameters, and the activations of a batch of {batch_size}), more than the {available / GB:.1f} GB "
+            f"available on the {device.type.upper()}; use a smaller opt.batch_size, or {SMALLER_MODEL[4:]}."
         )
 
 
@@ -80,26 +130,6 @@ def available_bytes(device: torch.device) -> int:
     except (OSError, ValueError):
         pass  # no cgroup v2 limit to read
     return available
-
-
-def _activation_count(model: nn.Module, batch: torch.Tensor) -> int:
-    """The number of values that a forward pass of `batch` produces in the model's layers (kept for backward)."""
-    counts: list[int] = []
-
-    def count(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-        counts.append(output.numel())
-
-    handles = [
-        module.register_forward_hook(count)  # pyright: ignore[reportUnknownMemberType]
-        for module in model.modules()
-        if not list(module.children())  # leaf layers; containers would count their layers' outputs again
-    ]
-    try:
-        model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return sum(counts)
 
 
 def _count(number: int) -> str:

@@ -1,4 +1,4 @@
-"""The Optuna sweeper's settings, checked before the sweep starts (by src.callbacks.SweepCheck).
+"""The Optuna sweeper's settings, checked before the sweep starts (by src.callbacks.StartCheck).
 
 The plugin's sweeper takes them as they come, and a wrong one ends the sweep in a traceback: from a
 division by zero (`n_jobs=0`), from Optuna (`direction`, an empty search range) or SQLAlchemy
@@ -25,7 +25,12 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str]) -> None:
     if not 0 <= sweeper.max_failure_rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={sweeper.max_failure_rate} must be between 0 and 1.")
     _check_direction(sweeper.direction)
-    _check_search_space({**cast(dict[str, str], OmegaConf.to_container(sweeper.params or {})), **_keyed(overrides)})
+    seed = sweeper.sampler.get("seed")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise UserError(f"hydra.sweeper.sampler.seed={seed} must be from 0 to 2**32 - 1, as numpy's seeds are.")
+    grid = str(sweeper.sampler.get("_target_", "")).endswith("GridSampler")
+    params = {**cast(dict[str, str], OmegaConf.to_container(sweeper.params or {})), **_keyed(overrides)}
+    _check_search_space(params, grid=grid)
     if sweeper.storage is not None:
         _check_storage(str(sweeper.storage))
 
@@ -40,16 +45,27 @@ def _check_direction(direction: Any) -> None:
         )
 
 
-def _check_search_space(params: dict[str, str]) -> None:
-    """Build each parameter's distribution as the plugin does: Optuna refuses an empty or reversed range."""
+def _check_search_space(params: dict[str, str], *, grid: bool) -> None:
+    """Build each parameter's distribution as the plugin does: Optuna refuses an empty or reversed range;
+    a grid takes a finite number of values."""
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     for key, value in params.items():
         try:
-            create_params_from_overrides([f"{key}={value}"])
+            distributions, _, _ = create_params_from_overrides([f"{key}={value}"])
         except (ValueError, AssertionError, NotImplementedError, TypeError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"the search space {key}={value} is not one Optuna can sample: {reason}") from None
+        for distribution in distributions.values():
+            finite = isinstance(distribution, CategoricalDistribution | IntDistribution) or (
+                isinstance(distribution, FloatDistribution) and distribution.step is not None
+            )
+            if grid and not finite:
+                raise UserError(
+                    f"the search space {key}={value} is continuous, and hydra/sweeper/sampler=grid needs a finite "
+                    "set of values: give it choice(...) or range(...), or use another sampler."
+                )
 
 
 def _check_storage(url: str) -> None:

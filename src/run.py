@@ -84,6 +84,8 @@ def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], o
         # A checkpoint here of a run with other settings stops this one before the data is prepared.
         checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
         metrics_file = output_dir / METRICS_FILE
+        if metrics_file.exists() and not metrics_file.is_file():
+            raise UserError(f"{shown(metrics_file)} is not a file: move it away, so that the run can write it.")
         recorded = _finished_metrics(metrics_file)
         if recorded is not None and checkpoint.ended_with(recorded, epochs=cfg.opt.epochs):
             # Run again where it finished (a sweep continued after a stop): report, without running anything.
@@ -107,18 +109,19 @@ def _prepare(cfg: Config, checkpoint: Checkpoint) -> tuple[Data, TrainingState]:
     fit in memory, or if the checkpoint is of other data."""
     import torch
 
-    from src.memory_check import check_fits_in_memory
-    from src.training import TrainingState
+    from src.memory_check import check_batch_fits, check_data_and_weights_fit
+    from src.training import TrainingState, check_batch_sizes
 
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
     device = _device(cfg.gpu)
-    # Before the data is prepared (minutes, and a cache on disk): the data, and the model with one image;
-    check_fits_in_memory(cfg.dm, cfg.model, batch_size=1, device=device)
+    check_data_and_weights_fit(cfg.dm, cfg.model, device)
     data = cfg.dm.build(seed=cfg.seed)
     checkpoint.bind_data(data)
-    # then with a whole batch, whose size depends on the data.
-    check_fits_in_memory(cfg.dm, cfg.model, batch_size=min(cfg.opt.batch_size, len(data.train)), device=device)
-    model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
+    model = cfg.model.build(data.input_shape, out_dim=data.num_classes)
+    batch_size = min(cfg.opt.batch_size, len(data.train))
+    check_batch_sizes(model, num_train=len(data.train), batch_size=batch_size)
+    check_batch_fits(model, data.input_shape, batch_size=batch_size, device=device, data_bytes=cfg.dm.memory_needed())
+    model = model.to(device)
     log.info(f"Model architecture:\n{model}")
     state = TrainingState(
         model=model,
@@ -135,6 +138,7 @@ def _train_and_record(
     """Train and test, then write metrics.json; the validation accuracy. A signal that stops training ends
     the run here, once its checkpoint and metrics.json (status "interrupted") are saved."""
     from src.atomic_write import write_atomically
+    from src.checkpoint import how_to_continue
     from src.stopping import INTERRUPTED, stop_on_signals
 
     exit_code = 1  # what W&B records if training raises
@@ -150,7 +154,13 @@ def _train_and_record(
     record = {"status": status, "data_source": data.source, "metrics": metrics or {}}
     # allow_nan=False: strict JSON, which training guarantees by stopping at a loss that is not finite.
     text = json.dumps(record, indent=2, allow_nan=False)
-    write_atomically(metrics_file, lambda file: file.write(text.encode() + b"\n"))
+    try:
+        write_atomically(metrics_file, lambda file: file.write(text.encode() + b"\n"))
+    except OSError as error:
+        raise UserError(
+            f"could not write {shown(metrics_file)} ({error}); the checkpoint is saved: make room, then to "
+            f"continue, {how_to_continue(output_dir)}"
+        ) from None
     if metrics is None:
         stop.end_run(checkpoint.path, output_dir)
     log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {shown(metrics_file)})")

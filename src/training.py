@@ -11,10 +11,10 @@ from torch.optim import Optimizer
 from tqdm import tqdm
 
 from src.data import Data, Split
-from src.errors import RunFailedError
+from src.errors import RunFailedError, UserError
 from src.optimisation import OptimisationCfg
 
-__all__ = ["Metrics", "TrainingState", "check_finite", "evaluate", "fit"]
+__all__ = ["Metrics", "TrainingState", "check_batch_sizes", "check_finite", "evaluate", "fit"]
 
 Metrics = dict[str, float]
 DIVERGED = "training diverged: try a smaller opt.lr. The checkpoint of the last epoch, if any, is intact."
@@ -84,6 +84,19 @@ def fit(
         check_finite(metrics, f"at the end of epoch {epoch}")
         state.history.append(metrics)
         on_epoch_end(state)
+
+
+def check_batch_sizes(model: nn.Module, *, num_train: int, batch_size: int) -> None:
+    """Refuse batches of one image for a model with batch norm over features (BatchNorm1d), which cannot train
+    on them: a batch of one has no variance (torch raises)."""
+    if not any(isinstance(module, nn.BatchNorm1d) for module in model.modules()):
+        return
+    if batch_size == 1 or num_train % batch_size == 1:
+        which = "every batch" if batch_size == 1 else f"the last batch of each epoch ({num_train} training images)"
+        raise UserError(
+            f"the model's batch norm cannot train on a batch of one image, and opt.batch_size={batch_size} makes "
+            f"{which} one image: choose another opt.batch_size."
+        )
 
 
 def check_finite(metrics: Metrics, when: str) -> None:

@@ -71,7 +71,12 @@ class WandbCfg:
         from wandb.errors import CommError, UsageError
 
         directory = user_path(self.dir)  # relative to where the program was started, even with hydra.job.chdir
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(
+                f"cannot write W&B's files to wandb.dir={self.dir} ({error}); set it to a writable folder."
+            ) from None
         # Without this, an unreachable server keeps `wandb.init()` waiting for 90 s.
         init_timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", "30"))
         try:

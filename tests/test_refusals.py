@@ -91,6 +91,20 @@ def other_digits(cwd: Path, mnist_root: Path, train: Train) -> None:
     (raw / "train-labels-idx1-ubyte").write_bytes(labels[:8] + bytes((label + 1) % 10 for label in labels[8:]))
 
 
+def earlier_version_checkpoint(cwd: Path, mnist_root: Path, train: Train) -> None:
+    """The checkpoint of a stopped run, as the version before the data's fingerprint saved it."""
+    stopped_run()(cwd, mnist_root, train)
+    saved = torch.load(cwd / "out" / "checkpoint.pt", weights_only=True)
+    del saved["data"]
+    torch.save(saved, cwd / "out" / "checkpoint.pt")
+
+
+def damaged_record(cwd: Path, mnist_root: Path, train: Train) -> None:
+    (cwd / "out" / ".hydra").mkdir(parents=True)
+    (cwd / "out" / ".hydra" / "hydra.yaml").write_text("hydra: {overrides: [")
+    (cwd / "out" / ".hydra" / "overrides.yaml").write_text("[]")
+
+
 class Pickled:
     """Any object that is not a tensor or a plain value: loading it could run code."""
 
@@ -130,6 +144,9 @@ REFUSALS = {
         ("model=single_linear_layer", "model.hidden_dim=20"),
         "Error: model.hidden_dim=20 has no effect without hidden layers (model.num_hidden=0): "
         "set model.num_hidden to 1 or more, or leave model.hidden_dim unset.",
+    ),
+    "one-label": Refusal(
+        ("+dm.label_map={3: 0}",), "Error: dm.label_map={3: 0} maps to one label: a classifier needs two or more."
     ),
     "gpu": Refusal(("gpu=-2",), "Error: gpu=-2 is not a device: use a CUDA device index, or -1 for the CPU."),
     "kernel": Refusal(
@@ -256,9 +273,22 @@ REFUSALS = {
     ),
     "model-too-large": Refusal(
         ("model.hidden_dim=10000000", "gpu=-1"),
-        "Error: the model has 23.6 G parameters: training it needs at least 188.6 GB (weights, gradients and the "
-        "activations of a batch of 1), more than the … GB available on the CPU; use a smaller model (such as "
-        "model.hidden_dim or model.num_hidden), smaller images (dm.default_res) or opt.batch_size.",
+        "Error: the model has more than 23.5 G parameters: their weights and gradients alone take 188.2 GB, more "
+        "than the … GB available on the CPU; use a smaller model (such as model.hidden_dim or model.num_hidden), "
+        "or smaller images (dm.default_res).",
+        in_process=True,
+    ),
+    "model-too-deep": Refusal(
+        ("model.num_hidden=1000000000",),  # refused as soon as the weights counted are too many, not once built
+        "Error: the model has more than … parameters: their weights and gradients alone take … GB, more than the "
+        "… GB available on the CPU; use a smaller model (such as model.hidden_dim or model.num_hidden), or "
+        "smaller images (dm.default_res).",
+        in_process=True,
+    ),
+    "batch-norm-batch-of-one": Refusal(
+        ("model.norm=BN", "opt.batch_size=959", *TINY),
+        "Error: the model's batch norm cannot train on a batch of one image, and opt.batch_size=959 makes the last "
+        "batch of each epoch (960 training images) one image: choose another opt.batch_size.",
         in_process=True,
     ),
     # Training that diverges: the run fails (in a sweep, the trial), with the epoch and the step.
@@ -296,6 +326,13 @@ REFUSALS = {
         in_process=True,
         setup=checkpoint_file({"config": Pickled()}),
     ),
+    "checkpoint-of-an-earlier-version": Refusal(
+        TINY,
+        "Error: cannot read the checkpoint out/checkpoint.pt (an earlier version of this program saved it, without "
+        "the fingerprint of its data); move it away to start this run afresh.",
+        in_process=True,
+        setup=earlier_version_checkpoint,
+    ),
     "checkpoint-of-other-settings": Refusal(
         (*TINY, "opt.lr=1e-3"),
         "Error: out/checkpoint.pt is the checkpoint of a run with other settings (opt.lr: 5e-05 -> 0.001); "
@@ -310,10 +347,44 @@ REFUSALS = {
         in_process=True,
         setup=other_digits,
     ),
+    "checkpoint-is-a-folder": Refusal(
+        TINY,
+        "Error: out/checkpoint.pt is not a file: move it away, so that the run can save its checkpoint there.",
+        in_process=True,
+        setup=lambda cwd, mnist_root, train: (cwd / "out" / "checkpoint.pt").mkdir(parents=True),
+    ),
+    "metrics-is-a-folder": Refusal(
+        TINY,
+        "Error: out/metrics.json is not a file: move it away, so that the run can write it.",
+        in_process=True,
+        setup=lambda cwd, mnist_root, train: (cwd / "out" / "metrics.json").mkdir(parents=True),
+    ),
+    "wandb-dir-is-a-file": Refusal(
+        (*TINY, "wandb.mode=offline", "wandb.dir=a_file"),
+        "Error: cannot write W&B's files to wandb.dir=a_file ([Errno 17] File exists: '…/a_file'); "
+        "set it to a writable folder.",
+        in_process=True,
+        setup=lambda cwd, mnist_root, train: (cwd / "a_file").touch(),
+    ),
     "rerun-of-nothing": Refusal(
         ("--experimental-rerun", "nowhere"),
         "Error: --experimental-rerun nowhere: that is not the output directory of a run (it has no .hydra/hydra.yaml); "
         "give one such as outputs/DATE/TIME, or multirun/DATE/TIME/0 for a job.",
+    ),
+    "rerun-of-a-damaged-record": Refusal(
+        ("--experimental-rerun", "out"),
+        "Error: --experimental-rerun out: that is not the output directory of a run (…); give one such as "
+        "outputs/DATE/TIME, or multirun/DATE/TIME/0 for a job.",
+        setup=damaged_record,
+    ),
+    "rerun-as-a-multirun": Refusal(
+        ("--experimental-rerun", "out", "--multirun"),
+        "Error: --experimental-rerun reruns one run: leave out --multirun.",
+    ),
+    "credential-for-hydra": Refusal(
+        ("+hydra.job.env_set.WANDB_API_KEY=abc",),
+        "Error: the config has a setting named like a credential, hydra.job.env_set.WANDB_API_KEY, and the config "
+        f"is logged: remove it, and keep secrets out of the config. {HOW_WANDB_GETS_ITS_KEY}",
     ),
     # Sweeps.
     "slurm-without-slurm": Refusal(
@@ -359,6 +430,16 @@ REFUSALS = {
         (*STUDY, "model.num_hidden=range(3,3)"),
         "Error: the search space model.num_hidden=range(3,3) is not one Optuna can sample: "
         "An Optuna range sweep must contain at least one value.",
+    ),
+    "optuna-sampler-seed": Refusal(
+        (*STUDY, "hydra.sweeper.sampler.seed=-1"),
+        "Error: hydra.sweeper.sampler.seed=-1 must be from 0 to 2**32 - 1, as numpy's seeds are.",
+    ),
+    "optuna-grid-of-an-interval": Refusal(
+        (*STUDY, "hydra/sweeper/sampler=grid"),
+        "Error: the search space opt.lr=tag(log, interval(1.e-5, 1.e-3)) is continuous, and "
+        "hydra/sweeper/sampler=grid needs a finite set of values: give it choice(...) or range(...), or use "
+        "another sampler.",
     ),
     "optuna-every-trial-failed": Refusal(
         (*STUDY, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "opt.lr=1e30", *TINY),

@@ -11,6 +11,7 @@ from torch import nn
 
 from src.cmnist import PALETTE, CMNISTDataModule
 from src.errors import RunFailedError, UserError
+from src.memory_check import check_batch_fits
 from src.optimisation import OptimisationCfg
 from src.training import TrainingState, fit
 from tests.conftest import Train
@@ -178,3 +179,10 @@ def test_run_as_a_library_creates_its_output_directory(train: Train, tmp_path: P
     output_dir = tmp_path / "not" / "yet" / "there"
     train("model.hidden_dim=8", "opt.epochs=1", output_dir=output_dir)
     assert metrics_record(output_dir)["status"] == "finished"
+
+
+def test_a_batch_too_large_for_the_memory_is_refused_before_training() -> None:
+    model = nn.Linear(10, 10)
+    check_batch_fits(model, (1, 1, 10), batch_size=10, device=torch.device("cpu"), data_bytes=0)  # fits
+    with pytest.raises(UserError, match=r"^training needs at least 400000\.0 GB .* a batch of 10000000000000\)"):
+        check_batch_fits(model, (1, 1, 10), batch_size=10**13, device=torch.device("cpu"), data_bytes=0)
