@@ -70,8 +70,9 @@ def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], o
     """Train and evaluate as configured; return the validation accuracy for sweepers to optimise.
 
     If `output_dir` holds a checkpoint (of a run that was killed or interrupted there), continue from it.
-    Every check that can refuse the run comes before it writes anything there: then `on_accepted()` is
-    called (main.py saves Hydra's record of the run, .hydra/, there), and training starts.
+    Every check that can refuse the run (with UserError) comes before it writes anything there: then
+    `on_accepted()` is called (main.py saves Hydra's record of the run, .hydra/, there), and training
+    starts. A run that fails otherwise before it trains (a bug, a crash) calls it too, before it raises.
     """
     cfg, logged_config = checked_config(raw_config)
     assert isinstance(cfg, Config)
@@ -95,12 +96,18 @@ def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], o
             )
             return recorded["val/acc"]
         log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
-        data, state = _prepare(cfg, checkpoint)
-        wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+        accepted = on_accepted or (lambda: None)
+        try:
+            data, state = _prepare(cfg, checkpoint)
+            wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+        except UserError:
+            raise  # refused: the output directory stays as it was
+        except Exception:
+            accepted()  # not refused but failed, as a run can fail while it trains: recorded, to be run again
+            raise
         if wandb_run is not None:
             checkpoint.wandb_id = wandb_run.id
-        if on_accepted is not None:
-            on_accepted()
+        accepted()
         return _train_and_record(cfg, data, state, checkpoint, wandb_run=wandb_run, output_dir=output_dir)
 
 

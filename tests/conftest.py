@@ -49,6 +49,7 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def program_trusting(module: str, directory: Path) -> Path:
     """A copy of the program (main.py, src/, conf/) in `directory`, whose src/optimisation.py also trusts
     `module`, as a user who adds an optimiser of their own edits it; the copy's main.py."""
+    directory.mkdir(parents=True)
     for name in ("main.py", "src", "conf"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
