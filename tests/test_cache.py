@@ -109,6 +109,7 @@ print(len(CMNISTDataModule(root=root).build(seed=0).train))
 """
 
 
+@pytest.mark.slow
 def test_first_runs_at_once_on_mnist_archives_extract_them_once_and_build_one_cache(
     mnist_root: Path, tmp_path: Path
 ) -> None:
