@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.atomic_write import write_atomically
+from src.distributed import ONE_PROCESS, World
 from src.errors import UserError
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class Checkpoint:
 
     path: Path
     config: dict[str, Any]  # the resolved config: a checkpoint is only continued with the same one
+    # The processes that train the run: rank 0 writes the checkpoint, every one reads it.
+    world: World = ONE_PROCESS
     wandb_id: str | None = None  # the W&B run to continue, if any; set when W&B starts
     _saved: dict[str, Any] | None = field(default=None, init=False, repr=False)  # what `restore()` loads
 
@@ -60,10 +63,33 @@ class Checkpoint:
                 f"{self.path} is the checkpoint of a run with other settings ({'; '.join(changes)}); "
                 "continue it with the settings it was started with, or choose another output directory."
             )
+        saved_size = len(saved["rng"]["processes"])
+        if saved_size != self.world.size:
+            raise UserError(
+                f"{self.path} is the checkpoint of a run of {saved_size} process(es), each with its own random "
+                f"state; continue it with {saved_size} (hydra.launcher.tasks_per_node times hydra.launcher.nodes), "
+                f"not {self.world.size}, or choose another output directory."
+            )
         self._saved, self.wandb_id = saved, saved["wandb_id"]
 
     def save(self, state: TrainingState) -> None:
-        """Replace the checkpoint atomically: if saving fails, or the process dies, the previous one stays."""
+        """Replace the checkpoint atomically: if saving fails, or the process dies, the previous one stays.
+        In a distributed run every process calls it, and it returns once rank 0 has saved."""
+        import torch
+
+        # Every random number that training draws: the batch order from the generator (the same in every
+        # process), dropout (and the initialisation, already done) from torch's global generators, in each.
+        processes = self.world.gather(
+            {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            }
+        )
+        if self.world.is_main:
+            self._write(state, processes)
+        self.world.wait_for_all()
+
+    def _write(self, state: TrainingState, processes: list[dict[str, Any]]) -> None:
         import torch
 
         contents = {
@@ -73,13 +99,7 @@ class Checkpoint:
             "epoch": state.epoch,
             "step": state.step,
             "history": state.history,
-            # Every random number that training draws: the batch order from the generator, dropout
-            # (and the initialisation, already done) from torch's global generators.
-            "rng": {
-                "batch_order": state.generator.get_state(),
-                "cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            },
+            "rng": {"batch_order": state.generator.get_state(), "processes": processes},
             "wandb_id": self.wandb_id,
         }
         try:
@@ -101,9 +121,10 @@ class Checkpoint:
         state.optimizer.load_state_dict(saved["optimizer"])
         state.epoch, state.step, state.history = saved["epoch"], saved["step"], saved["history"]
         state.generator.set_state(saved["rng"]["batch_order"])
-        torch.set_rng_state(saved["rng"]["cpu"])
-        if saved["rng"]["cuda"] and torch.cuda.is_available():  # a GPU run may continue on the CPU
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"][: torch.cuda.device_count()])
+        rng = saved["rng"]["processes"][self.world.rank]
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] and torch.cuda.is_available():  # a GPU run may continue on the CPU
+            torch.cuda.set_rng_state_all(rng["cuda"][: torch.cuda.device_count()])
         log.info(f"Continuing from {os.path.relpath(self.path)}: {state.epoch} epochs and {state.step} steps done.")
 
 

@@ -21,10 +21,10 @@ from src.optimisation import OptimisationCfg
 from src.wandb_logging import WandbCfg, refuse_api_key
 
 if TYPE_CHECKING:
-    import torch
     from wandb.sdk.wandb_run import Run
 
     from src.checkpoint import Checkpoint
+    from src.distributed import World
     from src.stopping import StopRequest
     from src.training import Metrics, TrainingState
 
@@ -74,23 +74,27 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     # the values that types alone cannot (ranges, combinations).
     cfg = OmegaConf.to_object(raw_config)
     assert isinstance(cfg, Config)
-    log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
-
     # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
     import torch
 
     from src.atomic_write import write_atomically
     from src.checkpoint import CHECKPOINT_FILE, Checkpoint
+    from src.distributed import World
     from src.stopping import INTERRUPTED, stop_on_signals
     from src.training import TrainingState
 
+    # One process, or one of the tasks of a submitit job that trains this run together (src/distributed.py).
+    world = World.of_this_task()
+    world.log_from_main_only()
+    log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
     output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a caller of `run()` may not have
     # A checkpoint here of a run with other settings stops this one before the data is prepared.
-    checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
+    checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config, world=world)
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
-    device = _device(cfg.gpu)
+    device = world.device(cfg.gpu)
     data = cfg.dm.build(seed=cfg.seed)
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
+    model = world.prepare(model, device, seed=cfg.seed)
     log.info(f"Model architecture:\n{model}")
     state = TrainingState(
         model=model,
@@ -98,13 +102,15 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         generator=torch.Generator().manual_seed(cfg.seed),  # the order of the training batches
     )
     checkpoint.restore(state)
-    wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+    wandb_run = None  # one W&B run for the run, however many processes train it: rank 0's
+    if world.is_main:
+        wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
     if wandb_run is not None:
         checkpoint.wandb_id = wandb_run.id
     exit_code = 1  # what W&B records if training raises
     try:
-        with stop_on_signals() as stop:
-            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop)
+        with stop_on_signals() as stop, world.joined(device):
+            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop, world=world)
         exit_code = INTERRUPTED if metrics is None else 0
     finally:
         if wandb_run is not None:
@@ -112,15 +118,23 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     metrics_file = output_dir / METRICS_FILE
     status = "interrupted" if metrics is None else "finished"
     record = {"status": status, "data_source": data.source, "metrics": metrics or {}}
-    write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
+    if world.is_main:
+        write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
     if metrics is None:
-        stop.end_run(checkpoint.path, output_dir)
+        stop.end_run(checkpoint.path, output_dir, world)
     log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)})")
     return metrics["val/acc"]
 
 
 def _train_and_test(
-    cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, wandb_run: Run | None, *, stop: StopRequest
+    cfg: Config,
+    data: Data,
+    state: TrainingState,
+    checkpoint: Checkpoint,
+    wandb_run: Run | None,
+    *,
+    stop: StopRequest,
+    world: World,
 ) -> Metrics | None:
     """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics,
     or None if a signal stopped training (after saving a checkpoint, to be continued)."""
@@ -132,11 +146,11 @@ def _train_and_test(
             wandb_run.log(state.history[-1] | {"epoch": state.epoch})
         checkpoint.save(state)
 
-    fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=lambda: stop.requested)
+    fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=lambda: stop.agree(world), world=world)
     if state.epoch < cfg.opt.epochs:  # stopped by a signal, within an epoch
         checkpoint.save(state)
         return None
-    test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test")
+    test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test", world=world)
     log.info(f"Test: {_summary(test_metrics, 'test')}")
     if wandb_run is not None:
         wandb_run.log(test_metrics)
@@ -147,20 +161,3 @@ def _summary(metrics: dict[str, float], prefix: str) -> str:
     """The headline metrics of one split, for the console."""
     names = (f"{prefix}/acc", f"{prefix}/worst_group_acc", f"{prefix}/loss")
     return " ".join(f"{name}={metrics[name]:.4f}" for name in names)
-
-
-def _device(gpu: int) -> torch.device:
-    """The CUDA device `gpu`, or the CPU when `gpu` is -1 or CUDA is not available."""
-    import torch
-
-    if gpu == -1:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        log.info("CUDA is not available; running on the CPU.")
-        return torch.device("cpu")
-    if gpu >= torch.cuda.device_count():
-        raise UserError(
-            f"gpu={gpu} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), "
-            f"0 to {torch.cuda.device_count() - 1}; use gpu=-1 for the CPU."
-        )
-    return torch.device("cuda", gpu)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from types import FrameType
 
+    from src.distributed import World
+
 __all__ = ["INTERRUPTED", "SLURM_STOP_SIGNAL", "StopRequest", "stop_on_signals"]
 
 log = logging.getLogger(__name__)
@@ -30,17 +32,45 @@ SLURM_STOP_SIGNAL = signal.SIGUSR2
 class StopRequest:
     """Filled in by `stop_on_signals()` when a signal asks training to stop after the current step."""
 
-    requested: bool = False
-    # Set when SLURM's signal asked: submitit's handler, deferred until the checkpoint is saved. It
-    # requeues the job (which then continues from the checkpoint) and exits.
-    requeue: Callable[[], object] | None = None
+    cause: signal.Signals | None = None  # the signal that asked, once one has
+    # submitit's handler of SLURM's signal, where submitit installed one; deferred until the checkpoint is
+    # saved, it requeues the job (which then continues from the checkpoint) and exits.
+    slurm_handler: Callable[[int, FrameType | None], object] | None = None
 
-    def end_run(self, checkpoint: Path, output_dir: Path) -> NoReturn:
+    @property
+    def requested(self) -> bool:
+        return self.cause is not None
+
+    @property
+    def requeue(self) -> Callable[[], object] | None:
+        """submitit's requeueing, when SLURM's signal asked to stop (and submitit handles it)."""
+        handler = self.slurm_handler
+        if self.cause is not SLURM_STOP_SIGNAL or handler is None:
+            return None
+        return lambda: handler(SLURM_STOP_SIGNAL, None)
+
+    def agree(self, world: World) -> bool:
+        """Whether training stops after this step. A signal may reach one process of a distributed run only
+        (a user's `kill`, or Ctrl-C where some ranks run elsewhere): here every process learns of a signal
+        that any of them received, so that all stop after the same step. SLURM's signal wins over Ctrl-C,
+        so that the job is requeued."""
+        # Only what all agreed on: a signal that arrives meanwhile is agreed on after the next step.
+        agreed = world.max(self.cause or 0)
+        if agreed:
+            self.cause = signal.Signals(agreed)
+        return agreed != 0
+
+    def end_run(self, checkpoint: Path, output_dir: Path, world: World) -> NoReturn:
         """End the run that this request stopped, once its checkpoint is saved."""
-        if self.requeue is not None:
+        if not world.is_main:
+            # Rank 0 requeues the job or says how to continue. Exit status 0: a SLURM cluster that ends a
+            # job when one of its tasks fails (KillOnBadExit) would otherwise stop rank 0 before it requeues.
+            raise SystemExit(0)
+        requeue = self.requeue
+        if requeue is not None:
             # The job starts again in this output directory, and so continues from the checkpoint.
             log.info(f"Stopped for SLURM (preemption or time limit): saved in {os.path.relpath(checkpoint)}.")
-            self.requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
+            requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
         # Hydra's rerun applies the overrides saved in the output directory, those of a multirun's job too.
         log.info(
             f"Interrupted: saved in {os.path.relpath(checkpoint)}; to continue, "
@@ -54,21 +84,18 @@ def stop_on_signals() -> Generator[StopRequest]:
     """Within this block the first Ctrl-C (SIGINT), and in a SLURM job that submitit started its stop
     signal, only fill in the yielded StopRequest, which training checks after each step to stop cleanly;
     a second one of either is handled at once, as usual."""
-    stop = StopRequest()
+    slurm_handler = signal.getsignal(SLURM_STOP_SIGNAL)
+    stop = StopRequest(slurm_handler=slurm_handler if callable(slurm_handler) else None)
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
         yield stop
         return
     previous = {signal.SIGINT: signal.getsignal(signal.SIGINT) or signal.default_int_handler}
-    slurm_handler = signal.getsignal(SLURM_STOP_SIGNAL)
     if callable(slurm_handler):  # submitit's; elsewhere the signal keeps its default action
         previous[SLURM_STOP_SIGNAL] = slurm_handler
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.requested = True
-        handler = previous[signal.Signals(signum)]
-        if signum == SLURM_STOP_SIGNAL and callable(handler):
-            stop.requeue = lambda: handler(signum, frame)
-        signal.signal(signum, handler)
+        stop.cause = signal.Signals(signum)
+        signal.signal(signum, previous[stop.cause])
 
     for signum in previous:
         signal.signal(signum, request_stop)

@@ -14,7 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,7 @@ import pytest
 import torch
 
 from src.checkpoint import CHECKPOINT_FILE
-from tests.conftest import REPO, RunMain
-from tests.slurm_cluster import cluster_env
+from tests.conftest import REPO, SWEEP_DIR, RunMain
 from tests.test_checkpoint import ARGS as CHECKPOINT_ARGS
 from tests.test_checkpoint import environment, wait_for
 
@@ -34,38 +33,10 @@ LAUNCHER = "hydra/launcher=slurm/kyiv"
 # Small and fast, and never a download: data_source "mnist" in a job's metrics.json then proves
 # that HYDRA_EXAMPLE_DATA, which `run_main` sets, reached the SLURM job.
 FAST = ("opt.epochs=1", "dm.download=false")
-# Relative to the directory `run_main` runs in, a new one for each test: a fresh cluster numbers
-# its jobs from 1 again, so two runs must never share the `.submitit/<job id>` folders.
-SWEEP_DIR = "sweep"
 TIMEOUT_S = 180  # for one multirun: all its jobs, queueing included
 KILL_TASK = "HYDRA_EXAMPLE_TEST_KILL_TASK"  # see SelfKillingSGD
 # A submitit log line: `submitit INFO (2024-05-16 18:40:47,580) - Starting with JobEnvironment(...)`.
 SUBMITIT_LOG_TIME = re.compile(r"^submitit \w+ \((?P<time>[^)]+)\) - ", re.MULTILINE)
-
-
-@pytest.fixture(scope="module")
-def slurm_env() -> dict[str, str]:
-    """The environment that makes `sbatch` & co. (and submitit) find the test cluster."""
-    env = cluster_env()
-    if env is None:
-        reason = "no SLURM cluster answers; start one (as root) with `scripts/slurm-cluster.sh start`"
-        # CI starts the cluster (.ci/run): there, a skip would hide that these tests never ran.
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, but {reason}")
-        pytest.skip(reason)
-    # The jobs unpickle main.py's function, which imports `src`: they find it on their working
-    # directory when you run from the repository's root, as the README does; `run_main` does not.
-    python_path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return env | {"PYTHONPATH": os.pathsep.join(python_path)}
-
-
-@pytest.fixture
-def sweep_dir(tmp_path: Path, slurm_env: dict[str, str]) -> Iterator[Path]:
-    """The test's sweep directory; jobs that a failed test left in the queue are cancelled."""
-    yield tmp_path / SWEEP_DIR
-    job_ids = [folder.name for folder in (tmp_path / SWEEP_DIR / ".submitit").glob("*") if folder.name.isdigit()]
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], env=os.environ | slurm_env, timeout=10, check=False)
 
 
 class SelfKillingSGD(torch.optim.SGD):
