@@ -31,10 +31,10 @@ ARGS = ("opt.epochs=2", "model.hidden_dim=256", "opt.batch_size=7")
 TIMEOUT_S = 240
 
 
-def run_sweep(mnist_root: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
+def run_sweep(mnist_root: Path, cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start `python main.py --multirun ARGS` in `cwd`, its output (stdout and stderr) in `stdout`."""
     # The jobs unpickle main.py's function, which imports `src`: from the repository, on PYTHONPATH.
-    env = environment(mnist_root) | {"PYTHONPATH": str(REPO)}
+    env = environment(mnist_root) | {"PYTHONPATH": str(REPO)} | (env or {})
     return subprocess.Popen(
         [sys.executable, str(REPO / "main.py"), "--multirun", *args, f"hydra.sweep.dir={SWEEP_DIR}"],
         cwd=cwd,
@@ -167,20 +167,11 @@ SLURM_TWO_TASKS = (
 def test_on_slurm_a_two_task_job_is_one_run_and_ends_as_if_left_alone_when_requeued(
     mnist_root: Path, slurm_env: dict[str, str], sweep_dir: Path
 ) -> None:
-    args = ("--multirun", "seed=42,42", *SLURM_TWO_TASKS, *SLURM_ARGS, f"hydra.sweep.dir={SWEEP_DIR}")
-    env = environment(mnist_root) | slurm_env
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), *args],
-        cwd=sweep_dir.parent,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = run_sweep(mnist_root, sweep_dir.parent, "seed=42,42", *SLURM_TWO_TASKS, *SLURM_ARGS, env=slurm_env)
     wait_for(sweep_dir / "0" / CHECKPOINT_FILE, process)
     first_job = _task_folders(sweep_dir)[0].name
     # As SLURM does before a preemption or the time limit: the signal goes to every task of the job.
-    subprocess.run(["scancel", "--signal=USR2", first_job], env=env, check=True, timeout=10)
+    subprocess.run(["scancel", "--signal=USR2", first_job], env=os.environ | slurm_env, check=True, timeout=10)
     output, _ = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 0, output
 
@@ -189,6 +180,26 @@ def test_on_slurm_a_two_task_job_is_one_run_and_ends_as_if_left_alone_when_reque
     assert "Requeued job" in log
     assert re.search(r"Continuing from sweep/0/checkpoint.pt: 1 epochs and [1-9]\d* steps done\.", log), log
     assert metrics(sweep_dir / "0") == metrics(sweep_dir / "1")
+
+
+@pytest.mark.slow
+def test_on_two_slurm_nodes_a_job_trains_as_on_one(
+    two_task_sweep: Path, mnist_root: Path, slurm_env: dict[str, str], sweep_dir: Path
+) -> None:
+    sinfo = ["sinfo", "--noheader", "--Node", "--format=%N"]
+    nodes = subprocess.run(sinfo, env=os.environ | slurm_env, capture_output=True, text=True, check=True).stdout
+    if len(set(nodes.split())) < 2:
+        reason = "the local cluster has one node; for two: SLURM_CLUSTER_NODES=2 scripts/slurm-cluster.sh start"
+        if os.environ.get("CI"):  # .ci/run starts two
+            pytest.fail(f"CI is set, but {reason}")
+        pytest.skip(reason)
+    launcher = ("hydra/launcher=slurm/kyiv", "hydra.launcher.nodes=2", "hydra.launcher.cpus_per_task=12")
+    process = run_sweep(mnist_root, sweep_dir.parent, *launcher, *ARGS, env=slurm_env)
+    output, _ = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 0, output
+    assert "Data parallel: 2 processes on 2 node(s), gloo" in (sweep_dir / "0" / "main.log").read_text()
+    # A process on each node, as two on one node: the same sums, the same metrics, bit for bit.
+    assert metrics(sweep_dir / "0") == metrics(two_task_sweep / "1")
 
 
 @pytest.mark.slow

@@ -25,6 +25,15 @@ NOT_RUN = {
     "nohup python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv > sweep.log 2>&1 &": (
         "it outlives the test in the background; tests/test_slurm.py runs the same sweep"
     ),
+    "python main.py --multirun hydra/launcher=slurm/kyiv hydra.launcher.tasks_per_node=4 hydra.launcher.gres=gpu:4": (
+        "it needs a node with four GPUs; tests/test_distributed.py runs two tasks a job on the local SLURM cluster"
+    ),
+    "python main.py --multirun hydra/launcher=slurm/kyiv hydra.launcher.nodes=2 hydra.launcher.tasks_per_node=4 "
+    "hydra.launcher.gres=gpu:4": "it needs two nodes with four GPUs; tests/test_distributed.py runs a job on two nodes",
+    "python main.py --multirun hydra/launcher=submitit_local hydra.launcher.tasks_per_node=2": (
+        "its tasks import `src` from the directory they start in, which is the repository's root only where users "
+        "run it; tests/test_distributed.py runs it with the repository on PYTHONPATH"
+    ),
 }
 # Commands that stop with an error, which the documents show.
 FAILING = {
