@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -136,7 +136,7 @@ class World:
         masks from here on."""
         if self.size == 1:
             return model
-        if any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):  # pyright: ignore[reportPrivateUsage]
+        if any(isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) for module in model.modules()):
             # Each process would normalise with the statistics of its share of the batch alone: the result
             # would depend on the number of processes.
             if device.type != "cuda":
@@ -145,7 +145,7 @@ class World:
                     "over the whole batch, needs GPUs; use model.norm=LN, GPUs, or one task."
                 )
             model = cast(nn.Module, nn.SyncBatchNorm.convert_sync_batchnorm(model))  # pyright: ignore[reportUnknownMemberType]
-        # Seeds that no run of one process uses, one for each rank.
+        # A seed for each rank, far from those that runs are given.
         torch.manual_seed(seed + (self.rank << 32))  # pyright: ignore[reportUnknownMemberType]
         return model
 
@@ -217,13 +217,20 @@ class World:
             dist.all_reduce(tensor)
         return tensor
 
-    def max(self, value: int) -> int:
-        """The largest of the processes' `value`s."""
+    def start_max(self, value: int) -> Callable[[], int]:
+        """Start finding the largest of the processes' `value`s, in the background; the function returned
+        waits for it."""
         if self.size == 1:
-            return value
+            return lambda: value
         tensor = torch.tensor(value)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self._control)
-        return int(tensor.item())
+        work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self._control, async_op=True)
+        assert work is not None
+
+        def result() -> int:
+            work.wait()
+            return int(tensor.item())
+
+        return result
 
     def gather(self, value: T) -> list[T]:
         """Every process's `value` (any picklable object), by rank."""

@@ -10,7 +10,7 @@ import signal
 import threading
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -36,6 +36,7 @@ class StopRequest:
     # submitit's handler of SLURM's signal, where submitit installed one; deferred until the checkpoint is
     # saved, it requeues the job (which then continues from the checkpoint) and exits.
     slurm_handler: Callable[[int, FrameType | None], object] | None = None
+    _exchange: Callable[[], int] | None = field(default=None, init=False)  # see `agree()`
 
     @property
     def requested(self) -> bool:
@@ -51,11 +52,14 @@ class StopRequest:
 
     def agree(self, world: World) -> bool:
         """Whether training stops after this step. A signal may reach one process of a distributed run only
-        (a user's `kill`, or Ctrl-C where some ranks run elsewhere): here every process learns of a signal
-        that any of them received, so that all stop after the same step. SLURM's signal wins over Ctrl-C,
-        so that the job is requeued."""
-        # Only what all agreed on: a signal that arrives meanwhile is agreed on after the next step.
-        agreed = world.max(self.cause or 0)
+        (a user's `kill`, or Ctrl-C where some ranks run elsewhere): here the processes tell each other which
+        signal, if any, each received, so that all stop after the same step. They exchange that during the
+        next step, which it then never holds up, and stop after it. SLURM's signal wins over Ctrl-C, so that
+        the job is requeued."""
+        if world.size == 1:
+            return self.requested
+        exchanged, self._exchange = self._exchange, world.start_max(self.cause or 0)
+        agreed = exchanged() if exchanged is not None else 0
         if agreed:
             self.cause = signal.Signals(agreed)
         return agreed != 0

@@ -82,8 +82,8 @@ def signal_local_task(job_id: str, rank: int, signum: signal.Signals) -> None:
 
 
 def assert_one_run_per_job(sweep: Path, num_jobs: int) -> None:
-    """Rank 0 alone wrote each job's files: one metrics.json per job, one summary row each, one log line per
-    epoch; and each task returned rank 0's result (the launcher passes on rank 0's)."""
+    """Rank 0 alone wrote each job's files: one metrics.json per job, one summary row each, each line of the
+    log once; and each task returned rank 0's result (the launcher passes on rank 0's)."""
     jobs = [sweep / str(job) for job in range(num_jobs)]
     assert sorted(sweep.rglob("metrics.json")) == [job / "metrics.json" for job in jobs]
     assert sorted(row["job"] for row in _summary(sweep)) == [job.name for job in jobs]
@@ -135,9 +135,10 @@ def test_two_processes_train_as_one_with_the_same_global_batch(
     train(*ARGS, "seed=42")
     one, two = metrics(tmp_path / "out"), metrics(two_task_sweep / "1")
     assert one.keys() == two.keys()
-    # The same sums, added up in another order: equal up to float rounding.
+    # The same sums, added up in another order: equal up to float rounding (measured: 1.3e-7 at most, in
+    # val/loss; every accuracy equal).
     differences = {name: abs(one[name] - two[name]) for name in one}
-    assert max(differences.values()) < 1e-4, differences
+    assert max(differences.values()) < 1e-5, differences
 
 
 @pytest.mark.slow
