@@ -63,6 +63,11 @@ class Checkpoint:
                 f"{self.path} is the checkpoint of a run with other settings ({'; '.join(changes)}); "
                 "continue it with the settings it was started with, or choose another output directory."
             )
+        if "processes" not in saved["rng"]:  # saved before the random states were kept for each process
+            raise UserError(
+                f"{self.path} was saved by an older version of this program; continue it with that version, "
+                "or move it away to start this run afresh."
+            )
         saved_size = len(saved["rng"]["processes"])
         if saved_size != self.world.size:
             raise UserError(

@@ -253,3 +253,10 @@ def test_the_shares_of_a_batch_cover_it_once_and_differ_by_one_at_most() -> None
         shares = [World(rank=rank, size=3).shard(length) for rank in range(3)]
         assert [index for share in shares for index in range(share.start, share.stop)] == list(range(length))
         assert max(len(range(s.start, s.stop)) for s in shares) - min(len(range(s.start, s.stop)) for s in shares) <= 1
+
+
+def test_a_checkpoint_saved_before_the_random_state_of_each_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_FILE
+    torch.save({"config": {"seed": 1}, "rng": {"cpu": torch.get_rng_state(), "cuda": []}, "wandb_id": None}, path)
+    with pytest.raises(UserError, match=r"was saved by an older version of this program; continue it with that"):
+        Checkpoint(path=path, config={"seed": 1})
