@@ -15,7 +15,7 @@ are started anew each time, and their clock starts once both are ready. The rati
 per-repetition ratios, the times the fastest. On CPUs, two processes are no faster in principle than one
 with as many threads: the ratio is the price of the data-parallel machinery (the gradients' all-reduce,
 the agreement), which GPUs, each running a process of its own, turn into a speed-up. Target: the
-agreement takes at most 2% of an epoch. Exits with 1 if missed.
+agreement takes at most 5% of an epoch. Exits with 1 if missed.
 
     .venv/bin/python benchmarks/distributed.py [--models fcn cnn] [--repeats 3]
 """
@@ -43,7 +43,7 @@ from src.optimisation import OptimisationCfg
 from src.stopping import StopRequest
 from src.training import TrainingState, fit
 
-TARGET = 0.02
+TARGET = 0.05
 SEED = 42
 MODELS: dict[str, ModelFactory] = {"fcn": FcnFactory(), "cnn": SimpleCNNFactory()}
 
