@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
 
     from src.checkpoint import Checkpoint
+    from src.optuna_trial import StudyTrial
     from src.stopping import StopRequest
     from src.training import Metrics, TrainingState
 
@@ -81,6 +82,7 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
 
     from src.atomic_write import write_atomically
     from src.checkpoint import CHECKPOINT_FILE, Checkpoint
+    from src.optuna_trial import this_jobs_trial
     from src.stopping import INTERRUPTED, stop_on_signals
     from src.training import TrainingState
 
@@ -98,20 +100,25 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         generator=torch.Generator().manual_seed(cfg.seed),  # the order of the training batches
     )
     checkpoint.restore(state)
+    # None unless this run is a trial of an Optuna study (src/optuna_sweeper.py); a trial that continues
+    # reports the epochs that its stopped run saved but did not report.
+    trial = this_jobs_trial(state.history)
     wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
     if wandb_run is not None:
         checkpoint.wandb_id = wandb_run.id
     exit_code = 1  # what W&B records if training raises
     try:
         with stop_on_signals() as stop:
-            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop)
+            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop, trial=trial)
         exit_code = INTERRUPTED if metrics is None else 0
     finally:
         if wandb_run is not None:
             wandb_run.finish(exit_code=exit_code)
     metrics_file = output_dir / METRICS_FILE
-    status = "interrupted" if metrics is None else "finished"
-    record = {"status": status, "data_source": data.source, "metrics": metrics or {}}
+    status = "interrupted" if metrics is None else "pruned" if trial is not None and trial.pruned else "finished"
+    if trial is not None and metrics is not None and status == "finished":
+        trial.complete(metrics["val/acc"])  # in the study now, whatever happens to the sweep
+    record = {"status": status, "epoch": state.epoch, "data_source": data.source, "metrics": metrics or {}}
     write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
     if metrics is None:
         stop.end_run(checkpoint.path, output_dir)
@@ -120,20 +127,35 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
 
 
 def _train_and_test(
-    cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, wandb_run: Run | None, *, stop: StopRequest
+    cfg: Config,
+    data: Data,
+    state: TrainingState,
+    checkpoint: Checkpoint,
+    wandb_run: Run | None,
+    *,
+    stop: StopRequest,
+    trial: StudyTrial | None,
 ) -> Metrics | None:
-    """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics,
-    or None if a signal stopped training (after saving a checkpoint, to be continued)."""
+    """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics, those of
+    the last epoch if the study's pruner stopped the trial, or None if a signal stopped training (after saving
+    a checkpoint, to be continued)."""
     from src.training import evaluate, fit
+
+    def pruned() -> bool:
+        return trial is not None and trial.pruned
 
     def end_epoch(state: TrainingState) -> None:
         log.info(f"Epoch {state.epoch}/{cfg.opt.epochs}: {_summary(state.history[-1], 'val')}")
         if wandb_run is not None:
             wandb_run.log(state.history[-1] | {"epoch": state.epoch})
         checkpoint.save(state)
+        if trial is not None:
+            trial.report(state.history)  # after saving: a pruned trial's checkpoint holds its last epoch
 
-    fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=lambda: stop.requested)
-    if state.epoch < cfg.opt.epochs:  # stopped by a signal, within an epoch
+    fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=lambda: stop.requested or pruned())
+    if pruned():
+        return state.history[-1]
+    if state.epoch < cfg.opt.epochs:  # stopped by a signal
         checkpoint.save(state)
         return None
     test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test")

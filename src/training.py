@@ -40,13 +40,13 @@ def fit(
     on_epoch_end: Callable[[TrainingState], None],
     stop_requested: Callable[[], bool],
 ) -> None:
-    """Train from `state` until `opt.epochs` epochs are done, or, checked after each optimiser step,
-    until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch."""
+    """Train from `state` until `opt.epochs` epochs are done, or, checked before each epoch and after each
+    optimiser step, until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch."""
     model, optimizer, generator = state.model, state.optimizer, state.generator
     device = next(model.parameters()).device
     # The whole data set moves to the device once: no copy from the host for each batch.
     train, val = data.train.to(device), data.val.to(device)
-    while state.epoch < opt.epochs:
+    while state.epoch < opt.epochs and not stop_requested():
         epoch = state.epoch + 1
         model.train()
         # The state that draws this epoch's order: restored if the epoch is cut short, so that a
