@@ -203,6 +203,10 @@ class SharedStudy:
         finally:
             self._running.discard(trial_id)
 
+    def recorded(self, trial: optuna.Trial) -> bool:
+        """Whether the study has the trial's result: its job records it as soon as it has it."""
+        return self._storage.get_trial(trial._trial_id).state.is_finished()  # pyright: ignore[reportPrivateUsage]
+
     def progress(self, n_trials: int) -> str:
         """How far the study is, for the log."""
         trials = self.study.get_trials(deepcopy=False)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["INTERRUPTED", "ResumableOptunaSweeper"]
 
 log = logging.getLogger(__name__)
+RESULT_POLL_S = 0.5  # how often a slot looks in the study for the result of its trial's job
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
@@ -169,7 +170,12 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
 @dataclass(eq=False)
 class _Trials:
-    """Runs the study's trials in slots: each starts the next trial as soon as its own has returned."""
+    """Runs the study's trials in slots, each starting the next trial as soon as its own has its result.
+
+    With a launcher that runs each job in a process of its own (submitit's, locally or on SLURM), a slot is
+    a thread that launches one trial after another, and is free as soon as the job has recorded its result
+    in the study (src/optuna_trial.py), while the job's process still ends. The basic launcher runs the job
+    in this process: one trial at a time, in this thread, the only one that gets signals (Ctrl-C)."""
 
     study: SharedStudy
     launcher: Launcher
@@ -181,18 +187,23 @@ class _Trials:
     failed: list[JobReturn] = field(default_factory=list[JobReturn])
     error: BaseException | None = None  # what stopped a slot
     waiting_logged: bool = False
+    _jobs: list[threading.Thread] = field(default_factory=list[threading.Thread])  # trials launched by slots
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, slots: int) -> None:
-        if slots == 1:
-            # In this thread: the basic launcher runs the job here, and only the main thread gets signals.
-            self._slot()
+        if not isinstance(self.launcher, BaseSubmititLauncher):
+            self._slot(self._run)
         else:
-            threads = [threading.Thread(target=self._slot, name=f"slot {n}", daemon=True) for n in range(slots)]
+            threads = [
+                threading.Thread(target=self._catching, args=(self._slot, self._start), name=f"slot {n}", daemon=True)
+                for n in range(slots)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
+            for job in self._jobs:  # the last jobs still end: their results, their files for the summary
+                job.join()
             if self.error is not None:
                 raise self.error
         if self._too_many_failures():
@@ -202,21 +213,34 @@ class _Trials:
             )
             _ = self.failed[-1].return_value  # raises the job's error, with its traceback
 
-    def _slot(self) -> None:
+    def _slot(self, run: Callable[[optuna.Trial], None]) -> None:
+        while self.error is None and not self._too_many_failures():
+            trial = self.study.next_trial(self.n_trials)
+            if trial is Next.DONE:
+                return
+            if trial is Next.WAIT:
+                self._log_waiting()
+                time.sleep(HEARTBEAT_S)
+                continue
+            run(trial)
+
+    def _start(self, trial: optuna.Trial) -> None:
+        """Launch the trial in a thread of its own; return once the study has its result."""
+        job = threading.Thread(
+            target=self._catching, args=(self._run, trial), name=f"trial {trial.number}", daemon=True
+        )
+        with self._lock:
+            self._jobs.append(job)
+        job.start()
+        while job.is_alive() and not self.study.recorded(trial):
+            job.join(RESULT_POLL_S)
+
+    def _catching(self, function: Callable[[Any], None], argument: Any) -> None:
+        """`function(argument)` in a thread: what it raises stops the slots, and the sweep raises it."""
         try:
-            while self.error is None and not self._too_many_failures():
-                trial = self.study.next_trial(self.n_trials)
-                if trial is Next.DONE:
-                    return
-                if trial is Next.WAIT:
-                    self._log_waiting()
-                    time.sleep(HEARTBEAT_S)
-                    continue
-                self._run(trial)
+            function(argument)
         except BaseException as error:
             self.error = self.error or error
-            if threading.current_thread() is threading.main_thread():
-                raise
 
     def _run(self, trial: optuna.Trial) -> None:
         from optuna.trial import TrialState

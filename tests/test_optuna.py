@@ -54,13 +54,12 @@ def best_value(sweep_dir: Path) -> float:
     return OmegaConf.load(sweep_dir / "optimization_results.yaml").best_value
 
 
-def start_sweep(mnist_root: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
+def start_sweep(mnist_root: Path, cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`python main.py ARGS` in the background, in a session of its own: killing the session kills its jobs."""
-    env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"} | ENV
     return subprocess.Popen(
         [sys.executable, str(REPO / "main.py"), *args],
         cwd=cwd,
-        env=env,
+        env=os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"} | ENV | (env or {}),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -96,6 +95,16 @@ def test_study_goes_on_after_a_failed_trial(run_main: RunMain, tmp_path: Path) -
     assert [(row["job"], row["status"]) for row in rows][-1] == ("1", "failed")
     assert {"opt.lr", "model.num_hidden", "model.dropout_prob"} <= set(rows[0])  # the sampled parameters
     assert not (tmp_path / "sweep" / "summary_by_config.csv").exists()  # each configuration ran once
+    # Optuna's own command line reads the study.
+    optuna_cli = Path(sys.executable).parent / "optuna"
+    listed = subprocess.run(
+        [optuna_cli, "trials", "--storage", "fcn_params.journal", "--study-name", "fcn_params", "-f", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert [trial["state"] for trial in json.loads(listed.stdout)] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
 
 
 @pytest.mark.slow
