@@ -1,18 +1,23 @@
 """Hydra callbacks: objects whose methods Hydra calls at fixed points of a run or a multirun, whichever
 sweeper and launcher is used. conf/config.yaml registers them under `hydra.callbacks`."""
 
+import logging
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
+from src.errors import UserError
+from src.sweep_continuation import check_same_sweep, continue_command
 from src.sweep_summary import summarise_sweep
 
-__all__ = ["OutputDirCheck", "SweepSummary"]
+__all__ = ["OutputDirCheck", "SweepContinuation", "SweepSummary"]
+
+log = logging.getLogger(__name__)
 
 
 class OutputDirCheck(Callback):
@@ -28,6 +33,22 @@ class OutputDirCheck(Callback):
         _check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
 
+class SweepContinuation(Callback):
+    """Print, as a multirun starts, the command that continues it if it stops (src/sweep_continuation.py);
+    refuse a sweep directory that holds a sweep of other overrides."""
+
+    @override
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = config.hydra.sweep.dir
+        task_overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        try:
+            if check_same_sweep(Path(sweep_dir), task_overrides):
+                log.info(f"Continuing the sweep in {sweep_dir}: finished jobs report their results, the others run.")
+        except UserError as error:
+            sys.exit(f"Error: {error}")
+        log.info(f"If this sweep stops, continue it with: {continue_command(sweep_dir)}")
+
+
 class SweepSummary(Callback):
     """Summarise a multirun in its sweep directory (src/sweep_summary.py), and print the summary.
 
@@ -37,9 +58,24 @@ class SweepSummary(Callback):
     `on_multirun_end` on the machine that started the sweep.
     """
 
+    started = False
+
+    @override
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Not reached when a callback listed before this one stops the multirun (a refused sweep
+        # directory): Hydra still calls `on_multirun_end`, which must then not summarise that directory.
+        self.started = True
+
     @override
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summarise_sweep(Path(config.hydra.sweep.dir))
+        if not self.started:
+            return
+        sweep_dir = config.hydra.sweep.dir
+        jobs = summarise_sweep(Path(sweep_dir), sweeper=config.hydra.sweeper)
+        interrupted = [job.name for job in jobs if job.status == "interrupted"]
+        if interrupted:  # by Ctrl-C, or SLURM's time limit: the sweep stopped
+            command = continue_command(sweep_dir)
+            log.info(f"Interrupted jobs: {', '.join(interrupted)}; to continue the sweep, run: {command}")
 
 
 def _check_writable(directory: Path, key: str) -> None:

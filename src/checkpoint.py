@@ -20,7 +20,7 @@ from src.atomic_write import write_atomically
 from src.errors import UserError
 
 if TYPE_CHECKING:
-    from src.training import TrainingState
+    from src.training import Metrics, TrainingState
 
 __all__ = ["CHECKPOINT_FILE", "Checkpoint", "changed_settings", "plain_config"]
 
@@ -89,6 +89,13 @@ class Checkpoint:
                 f"could not save the checkpoint {self.path} ({error}); the one saved before, if any, is intact: make "
                 f"room, then continue with: python main.py --experimental-rerun {os.path.relpath(self.path.parent)}"
             ) from None
+
+    def ended_with(self, metrics: Metrics, *, epochs: int) -> bool:
+        """Whether this is the last checkpoint of a run of `epochs` epochs that ended with `metrics`: its
+        last epoch's validation metrics are among them. (A metrics.json left in the directory by an earlier
+        run, whose checkpoint was deleted to start afresh, is not this run's.)"""
+        saved = self._saved
+        return saved is not None and saved["epoch"] == epochs and saved["history"][-1].items() <= metrics.items()
 
     def restore(self, state: TrainingState) -> None:
         """Load the checkpoint, if there is one, into `state` and torch's random state."""

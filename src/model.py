@@ -72,6 +72,17 @@ class FcnFactory(ModelFactory):
             raise UserError(f"model.hidden_dim={self.hidden_dim} must be 1 or more (or null).")
         if not 0 <= self.dropout_prob < 1:
             raise UserError(f"model.dropout_prob={self.dropout_prob} must be in [0, 1).")
+        # Both shape the hidden layers: without any, they would be silently ignored.
+        if self.num_hidden == 0 and self.hidden_dim is not None:
+            raise UserError(
+                f"model.hidden_dim={self.hidden_dim} has no effect without hidden layers (model.num_hidden=0): "
+                "set model.num_hidden to 1 or more, or leave model.hidden_dim unset."
+            )
+        if self.num_hidden == 0 and self.dropout_prob > 0:
+            raise UserError(
+                f"model.dropout_prob={self.dropout_prob} has no effect without hidden layers (model.num_hidden=0): "
+                "set model.num_hidden to 1 or more, or leave model.dropout_prob at 0."
+            )
         if self.input_norm and self.norm is None:
             raise UserError("model.input_norm=true needs a model.norm (LN or BN).")
 

@@ -89,6 +89,15 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a caller of `run()` may not have
     # A checkpoint here of a run with other settings stops this one before the data is prepared.
     checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
+    metrics_file = output_dir / METRICS_FILE
+    recorded = _finished_metrics(metrics_file)
+    if recorded is not None and checkpoint.ended_with(recorded, epochs=cfg.opt.epochs):
+        # Run again where it finished (a sweep continued after a stop): report, without running anything.
+        log.info(
+            f"Already finished: val/acc={recorded['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)}); "
+            f"not run again (to run it afresh, delete {os.path.relpath(checkpoint.path)})."
+        )
+        return recorded["val/acc"]
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
     device = _device(cfg.gpu)
     data = cfg.dm.build(seed=cfg.seed)
@@ -114,7 +123,6 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
     finally:
         if wandb_run is not None:
             wandb_run.finish(exit_code=exit_code)
-    metrics_file = output_dir / METRICS_FILE
     status = "interrupted" if metrics is None else "pruned" if trial is not None and trial.pruned else "finished"
     if trial is not None and metrics is not None and status == "finished":
         trial.complete(metrics["val/acc"])  # in the study now, whatever happens to the sweep
@@ -124,6 +132,14 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         stop.end_run(checkpoint.path, output_dir)
     log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)})")
     return metrics["val/acc"]
+
+
+def _finished_metrics(metrics_file: Path) -> Metrics | None:
+    """The metrics recorded in `metrics_file` by a run that finished; None if there is none."""
+    if not metrics_file.is_file():
+        return None
+    record = json.loads(metrics_file.read_text())
+    return record["metrics"] if record["status"] == "finished" else None
 
 
 def _train_and_test(

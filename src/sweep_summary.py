@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["summarise_sweep"]
+from src.sweep_plots import draw_sweep
+
+__all__ = ["Job", "summarise_sweep"]
 
 log = logging.getLogger(__name__)
 METRIC = "val/acc"  # what `main()` returns, so what the sweepers optimise; higher is better
@@ -52,15 +54,23 @@ class SeedGroup:
         """The metric of each finished job."""
         return [job.metrics[metric] for job in self.jobs if job.finished and metric in job.metrics]
 
+    def mean_std(self, metric: str) -> tuple[float | None, float | None]:
+        """The mean of the metric over the finished jobs, and its sample standard deviation; None where
+        there are too few of them."""
+        values = self.values(metric)
+        mean = statistics.mean(values) if values else None
+        return mean, statistics.stdev(values) if len(values) > 1 else None
 
-def summarise_sweep(sweep_dir: Path) -> None:
+
+def summarise_sweep(sweep_dir: Path, sweeper: DictConfig) -> list[Job]:
     """Write summary.csv (and summary_by_config.csv, when a configuration ran with several seeds) into
-    the sweep directory, from what its job directories hold, and print the headline metrics."""
+    the sweep directory, from what its job directories hold, print the headline metrics, and draw the
+    pictures (src/sweep_plots.py; `sweeper`: the sweep's `hydra.sweeper` config). Return the jobs."""
     # Finished jobs first, then pruned ones, each best first; then those without metrics.
     jobs = sorted(_read_jobs(sweep_dir), key=lambda job: (not job.finished, -job.metrics.get(METRIC, float("-inf"))))
     if not jobs:
         log.info(f"No job directories in {sweep_dir}: nothing to summarise.")
-        return
+        return jobs
     keys = _union(job.overrides for job in jobs)
     metrics = _union(job.metrics for job in jobs)
     path = sweep_dir / "summary.csv"
@@ -83,13 +93,17 @@ def summarise_sweep(sweep_dir: Path) -> None:
     for job in jobs:
         shared = {key: value for key, value in job.overrides.items() if key.lstrip("+~") != SEED}
         groups.setdefault(tuple(shared.items()), SeedGroup(shared, [])).jobs.append(job)
-    if any(len(group.jobs) > 1 for group in groups.values()):
-        _summarise_seeds(sweep_dir, list(groups.values()), metrics)
+    by_config = sorted(groups.values(), key=_best_mean_first)
+    if any(len(group.jobs) > 1 for group in by_config):
+        _summarise_seeds(sweep_dir, by_config, metrics)
+    pictures = draw_sweep(sweep_dir, by_config, METRIC, sweeper)
+    if pictures:
+        log.info(f"Pictures: {', '.join(str(path) for path in pictures)}")
+    return jobs
 
 
 def _summarise_seeds(sweep_dir: Path, groups: list[SeedGroup], metrics: list[str]) -> None:
     """Mean and (sample) standard deviation over the finished jobs of each configuration."""
-    groups.sort(key=lambda group: -statistics.mean(group.values(METRIC)) if group.values(METRIC) else float("inf"))
     keys = _union(group.overrides for group in groups)
     path = sweep_dir / "summary_by_config.csv"
     _write_csv(
@@ -97,7 +111,7 @@ def _summarise_seeds(sweep_dir: Path, groups: list[SeedGroup], metrics: list[str
         [*keys, "n", "failed", *(f"{name} {stat}" for name in metrics for stat in ("mean", "std"))],
         [
             [*_cells(group.overrides, keys), group.finished, len(group.jobs) - group.finished]
-            + [stat for name in metrics for stat in _mean_std(group.values(name))]
+            + [stat for name in metrics for stat in group.mean_std(name)]
             for group in groups
         ],
     )
@@ -105,11 +119,16 @@ def _summarise_seeds(sweep_dir: Path, groups: list[SeedGroup], metrics: list[str
         [*keys, "n", "failed", *HEADLINE_METRICS],
         [
             [*_cells(group.overrides, keys), str(group.finished), str(len(group.jobs) - group.finished)]
-            + [_format_mean_std(*_mean_std(group.values(name))) for name in HEADLINE_METRICS]
+            + [_format_mean_std(*group.mean_std(name)) for name in HEADLINE_METRICS]
             for group in groups
         ],
     )
     log.info(f"Mean ± std over seeds, best mean {METRIC} first; n: finished runs (all metrics in {path}):\n{table}")
+
+
+def _best_mean_first(group: SeedGroup) -> float:
+    mean, _ = group.mean_std(METRIC)
+    return float("inf") if mean is None else -mean
 
 
 def _read_jobs(sweep_dir: Path) -> list[Job]:
@@ -139,12 +158,6 @@ def _union(dicts: Iterable[dict[str, Any]]) -> list[str]:
 
 def _cells(mapping: dict[str, Any], keys: list[str]) -> list[Any]:
     return [mapping.get(key, "") for key in keys]
-
-
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """The mean, and the sample standard deviation; None where there are too few values."""
-    mean = statistics.mean(values) if values else None
-    return mean, statistics.stdev(values) if len(values) > 1 else None
 
 
 def _format_mean_std(mean: float | None, std: float | None) -> str:

@@ -3,7 +3,9 @@ result, bit for bit, as a run left alone."""
 
 import csv
 import json
+import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from src.checkpoint import CHECKPOINT_FILE, Checkpoint
 from src.errors import UserError
 from src.stopping import SLURM_STOP_SIGNAL, stop_on_signals
 from src.training import TrainingState
-from tests.conftest import REPO, RunMain
+from tests.conftest import REPO, RunMain, Train
 from tests.test_wandb import logged, read_records
 
 # Three epochs of about a second each: time to stop a run within its second epoch.
@@ -135,6 +137,43 @@ def test_a_checkpoint_is_only_continued_with_its_own_settings(
     )
 
 
+TINY = ("opt.epochs=1", "model.hidden_dim=16")
+
+
+def test_a_finished_run_run_again_reports_its_metrics_without_running(
+    train: Train, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    val_acc = train(*TINY)
+    metrics_file = tmp_path / "out" / "metrics.json"
+    written = metrics_file.stat().st_mtime_ns
+
+    with caplog.at_level(logging.INFO):
+        again = train(*TINY)
+
+    assert again == val_acc
+    assert metrics_file.stat().st_mtime_ns == written
+    assert caplog.messages[-1] == (
+        f"Already finished: val/acc={val_acc:.4f} (all metrics: out/metrics.json); not run again "
+        "(to run it afresh, delete out/checkpoint.pt)."
+    )
+    assert not [message for message in caplog.messages if message.startswith(("Model architecture", "Test:"))]
+
+
+def test_the_metrics_of_an_earlier_run_in_the_directory_are_not_reported(train: Train, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    train(*TINY, "seed=1")
+    earlier = (out / "metrics.json").read_bytes()
+    (out / CHECKPOINT_FILE).unlink()  # to run afresh, with other settings, in the same directory
+    val_acc = train(*TINY, "seed=2")
+    record = metrics_record(out)
+    assert record != json.loads(earlier)  # trained, without a checkpoint to say that the metrics were its own
+    # As if killed after its last checkpoint, before writing its metrics: metrics.json is the earlier run's.
+    (out / "metrics.json").write_bytes(earlier)
+
+    assert train(*TINY, "seed=2") == val_acc  # continued from its last checkpoint, and tested
+    assert metrics_record(out) == record
+
+
 def small_state(seed: int) -> TrainingState:
     torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]
     model = nn.Linear(4, 2)
@@ -225,3 +264,5 @@ def test_ctrl_c_in_a_multirun_stops_it_and_the_summary_shows_the_job_as_interrup
     assert "Traceback" not in stdout + stderr
     with (tmp_path / "sweep" / "summary.csv").open(newline="") as file:
         assert [(row["job"], row["status"]) for row in csv.DictReader(file)] == [("0", "interrupted")]
+    command = ["python", str(REPO / "main.py"), "--multirun", "seed=1,2", *ARGS, "hydra.sweep.dir=sweep"]
+    assert stdout.rstrip().endswith(f"Interrupted jobs: 0; to continue the sweep, run: {shlex.join(command)}")

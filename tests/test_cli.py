@@ -12,7 +12,7 @@ from src.errors import UserError
 from src.run import _device  # pyright: ignore[reportPrivateUsage]
 from tests.conftest import REPO, RunMain, Train
 
-HEAVY_MODULES = ("torch", "torchvision", "wandb")
+HEAVY_MODULES = ("torch", "torchvision", "wandb", "matplotlib")
 
 
 @pytest.mark.parametrize(
@@ -50,6 +50,7 @@ def test_paths_that_compute_nothing_do_not_import_torch(args: tuple[str, ...]) -
         (("dm.num_colors=0",), "Error: dm.num_colors=0 must be between 1 and 10."),
         (("dm.colors=[3]", "dm.num_colors=2"), "Error: dm.colors has 3, which is not a palette entry: use 0 to 1."),
         (("+dm.label_map={0: 1}",), "Error: dm.label_map={0: 1} must map to the labels 0 to 0."),
+        (("model=single_linear_layer", "model.hidden_dim=20"), "Error: model.hidden_dim=20 has no effect without"),
         (("gpu=-2",), "Error: gpu=-2 is not a device"),
         (("model=cnn", "model.kernel_size=13"), "Error: model.kernel_size=13 is too large for 28x28 images"),
         (("opt.optimizer_cls=torch.nn.Linear",), "Error: opt.optimizer_cls=torch.nn.Linear is not an optimiser"),

@@ -54,5 +54,6 @@ def test_yaml_options_inherit_as_the_readme_says() -> None:
         good_run = compose(config_name="config", overrides=["+experiment=good_run"])
         single = compose(config_name="config", overrides=["model=single_linear_layer"])
     assert (small.dm.superclass.name, small.dm.subclass.name, small.dm.default_res) == ("SMILING", "MALE", 32)
-    assert (good_run.seed, good_run.model.num_hidden, good_run.dm.default_res, good_run.opt.lr) == (1, 0, 32, 0.001)
+    assert (good_run.seed, good_run.dm.default_res, good_run.opt.lr) == (1, 32, 0.001)
+    assert (good_run.model.kernel_size, good_run.model.activation.name) == (5, "SELU")  # a cnn
     assert single.model.num_hidden == 0

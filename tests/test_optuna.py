@@ -25,7 +25,7 @@ from src.checkpoint import CHECKPOINT_FILE
 from src.errors import UserError
 from src.optuna_study import GRACE_S, INTERRUPTED, SWEEP, Next, SharedStudy
 from tests.conftest import REPO, RunMain
-from tests.test_sweeps import fail_job, read_csv
+from tests.test_sweeps import assert_pictures, fail_job, read_csv
 
 STUDY = ("--multirun", "hydra/sweeper=fcn_params")  # the study is kept in ./fcn_params.journal
 TINY = ("model.hidden_dim=16", "opt.epochs=1")
@@ -95,6 +95,7 @@ def test_study_goes_on_after_a_failed_trial(run_main: RunMain, tmp_path: Path) -
     assert [(row["job"], row["status"]) for row in rows][-1] == ("1", "failed")
     assert {"opt.lr", "model.num_hidden", "model.dropout_prob"} <= set(rows[0])  # the sampled parameters
     assert not (tmp_path / "sweep" / "summary_by_config.csv").exists()  # each configuration ran once
+    assert_pictures(result.stdout, tmp_path, "sweep", ["optimization_history", "param_importances"])
     # Optuna's own command line reads the study.
     optuna_cli = Path(sys.executable).parent / "optuna"
     listed = subprocess.run(

@@ -1,12 +1,18 @@
-"""Multiruns end to end: the sweep summary of a grid, run by the basic launcher and by submitit's
-(Optuna studies: tests/test_optuna.py)."""
+"""Multiruns end to end: the summary and pictures of a grid, run by the basic launcher and by submitit's, and
+a killed grid sweep that continues (Optuna studies: tests/test_optuna.py)."""
 
 import csv
 import json
+import os
+import shlex
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import REPO, RunMain
 
@@ -45,6 +51,20 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def hydra_lines(output: str) -> list[str]:
+    """The lines that Hydra's logger printed (the sweep's, not its jobs'), without their time stamps."""
+    return [line.split("][HYDRA] ", 1)[1] for line in output.splitlines() if "][HYDRA] " in line]
+
+
+def assert_pictures(output: str, cwd: Path, sweep: str, names: list[str]) -> None:
+    """The pictures are named in the summary's last line, as paths from where the sweep ran, and are PNG images."""
+    paths = [f"{sweep}/{name}.png" for name in names]
+    assert hydra_lines(output)[-1] == f"Pictures: {', '.join(paths)}"
+    for path in paths:
+        with Image.open(cwd / path) as image:
+            assert image.format == "PNG"
+
+
 def test_grid_summary_lists_every_job_and_averages_over_seeds(run_main: RunMain, tmp_path: Path) -> None:
     failing, env = fail_job(3, tmp_path)  # seed=43 model.num_hidden=2: the grid's last job
     result = run_main(
@@ -79,6 +99,7 @@ def test_grid_summary_lists_every_job_and_averages_over_seeds(run_main: RunMain,
     assert float(by_config["1"]["val/acc std"]) == statistics.stdev(accs_1)
     assert (by_config["2"]["n"], by_config["2"]["failed"], by_config["2"]["val/acc std"]) == ("1", "1", "")
     assert "Mean ± std over seeds" in result.stdout
+    assert_pictures(result.stdout, tmp_path, "sweep", ["val_acc_by_config"])
 
 
 def test_summary_collects_jobs_run_by_another_launcher(run_main: RunMain, tmp_path: Path) -> None:
@@ -96,3 +117,70 @@ def test_summary_collects_jobs_run_by_another_launcher(run_main: RunMain, tmp_pa
     ]
     (by_config,) = read_csv(tmp_path / "sweep" / "summary_by_config.csv")
     assert by_config["n"] == "2"
+    assert_pictures(result.stdout, tmp_path, "sweep", ["val_acc_by_config"])
+
+
+# Two epochs of about a second each: time to kill a job within its second epoch.
+GRID = ("--multirun", "seed=1,2,3", "opt.epochs=2", "model.hidden_dim=256", "opt.batch_size=8")
+
+
+def start_sweep(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start `python main.py ARGS` in the background, as `run_main` runs it."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def test_a_killed_grid_sweep_continues_with_the_command_it_printed(
+    run_main: RunMain, mnist_root: Path, tmp_path: Path
+) -> None:
+    failing, env = fail_job(0, tmp_path)  # job 0 fails, job 1 finishes, job 2 is killed, as the sweep runs
+    env |= {"OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}  # one thread: faster on a busy machine
+    # What the sweep computes when nothing stops it (FAILING_JOB=-1: no job fails).
+    reference = run_main(*GRID, *failing, "hydra.sweep.dir=reference", env=env | {"FAILING_JOB": "-1"})
+    assert reference.returncode == 0, reference.stderr
+
+    # Killed (SIGKILL: nothing runs after it) within job 2's second epoch, in its timestamped sweep directory.
+    first = start_sweep(tmp_path, *GRID, *failing, env=os.environ | env | {"HYDRA_EXAMPLE_DATA": str(mnist_root)})
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("multirun/*/*/2/checkpoint.pt")):
+            assert first.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline, "job 2 saved no checkpoint in 120 s"
+            time.sleep(0.01)
+    finally:
+        first.kill()
+        stdout, _ = first.communicate()
+    (sweep,) = tmp_path.glob("multirun/*/*")
+    sweep_name = str(sweep.relative_to(tmp_path))
+    (command,) = [line for line in hydra_lines(stdout) if line.startswith("If this sweep stops")]
+    assert command.startswith(f"If this sweep stops, continue it with: python {REPO / 'main.py'} --multirun seed=")
+    assert not (sweep / "0" / "metrics.json").exists()  # failed
+    finished_at = (sweep / "1" / "metrics.json").stat().st_mtime_ns
+    assert not (sweep / "2" / "metrics.json").exists()  # killed within training
+
+    words = shlex.split(command.split(": ", 1)[1])
+    assert words[-1] == f"hydra.sweep.dir={sweep_name}"
+    result = run_main(*words[2:], env=env | {"FAILING_JOB": "-1"})  # as printed, after `python main.py`
+
+    assert result.returncode == 0, result.stderr
+    assert f"Continuing the sweep in {sweep_name}: finished jobs report their results, the others run." in (
+        result.stdout
+    )
+    assert f"all metrics: {sweep_name}/1/metrics.json); not run again" in result.stdout
+    assert (sweep / "1" / "metrics.json").stat().st_mtime_ns == finished_at
+    assert f"Continuing from {sweep_name}/2/checkpoint.pt: 1 epochs and 0 steps done." in result.stdout
+    rows = read_csv(sweep / "summary.csv")
+    assert sorted((row["job"], row["status"]) for row in rows) == [(job, "finished") for job in "012"]
+    for job in "012":  # every metric, bit for bit, as if the sweep had never stopped
+        assert (sweep / job / "metrics.json").read_text() == (tmp_path / "reference" / job / "metrics.json").read_text()
+    assert_pictures(result.stdout, tmp_path, sweep_name, ["val_acc_by_config"])
+
+    # The directory of this sweep is not reused for another one: its jobs would be other configurations.
+    other = run_main("--multirun", "seed=1,2", f"hydra.sweep.dir={sweep_name}", env=env)
+    assert other.returncode == 1
+    assert other.stderr.strip() == (
+        f"Error: hydra.sweep.dir={sweep_name} holds a sweep of other overrides ({shlex.join(words[3:-1])}); "
+        "continue it with those, in that order, or choose another sweep directory."
+    )
+    assert "Summary" not in other.stdout

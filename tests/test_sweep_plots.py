@@ -1,0 +1,161 @@
+"""The pictures of a sweep, drawn in this process: from configurations and seeds, and from real Optuna studies."""
+
+import logging
+import statistics
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import optuna
+import pytest
+from matplotlib.collections import LineCollection
+from omegaconf import OmegaConf
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from PIL import Image
+
+from src.optuna_study import open_storage
+from src.sweep_plots import configurations_figure, draw_sweep, study_figures
+from src.sweep_summary import Job, SeedGroup
+
+
+def job(name: str, num_hidden: str, seed: str, val_acc: float | None) -> Job:
+    overrides = {"model.hidden_dim": "16", "model.num_hidden": num_hidden, "seed": seed}
+    if val_acc is None:
+        return Job(name, overrides, "failed", {})
+    return Job(name, overrides, "finished", {"val/acc": val_acc})
+
+
+def assert_png(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width > 300 and image.height > 150
+
+
+def test_configurations_show_each_run_and_the_spread_over_seeds(tmp_path: Path) -> None:
+    shared = {"model.hidden_dim": "16"}
+    groups = [  # best mean first, as the summary orders them
+        SeedGroup(shared | {"model.num_hidden": "1"}, [job("0", "1", "1", 0.8), job("2", "1", "2", 0.9)]),
+        SeedGroup(shared | {"model.num_hidden": "2"}, [job("1", "2", "1", 0.7), job("3", "2", "2", None)]),
+    ]
+
+    figure = configurations_figure(groups, "val/acc")
+
+    (axes,) = figure.axes
+    assert axes.get_title() == "val/acc per configuration"
+    assert axes.get_xlabel() == "val/acc"
+    assert axes.get_ylabel() == "model.num_hidden"  # what differs; model.hidden_dim=16 is the same for all
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["1 (n=2)", "2 (n=1, 1 not finished)"]
+    assert axes.get_ylim() == (1.5, -0.5)  # the best at the top
+    runs, means = axes.lines[0], axes.lines[1]
+    assert np.asarray(runs.get_xydata()).tolist() == [[0.8, 0], [0.9, 0], [0.7, 1]]
+    mean, std = statistics.mean([0.8, 0.9]), statistics.stdev([0.8, 0.9])
+    assert np.asarray(means.get_xydata()).tolist() == [[mean, 0], [0.7, 1]]
+    (bars,) = [collection for collection in axes.collections if isinstance(collection, LineCollection)]
+    assert [np.asarray(segment).tolist() for segment in bars.get_segments()] == [
+        [[mean - std, 0], [mean + std, 0]],
+        [[0.7, 1], [0.7, 1]],  # a single run: no spread
+    ]
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["a run", "mean ± std over seeds"]
+
+    sweeper = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"})
+    (path,) = draw_sweep(tmp_path, groups, "val/acc", sweeper)
+    assert path == tmp_path / "val_acc_by_config.png"
+    assert_png(path)
+
+
+def objective(trial: optuna.Trial) -> float:
+    """A stand-in for training, with a best `lr` near 1e-2 and `layers` that matter less."""
+    lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+    layers = trial.suggest_int("layers", 1, 3)
+    for epoch in range(3):  # what a trial with pruning reports after each epoch
+        trial.report((epoch + 1) / 3 / (1 + abs(lr - 1e-2) * 10 + layers / 10), epoch)
+    return 1 / (1 + abs(lr - 1e-2) * 10 + layers / 10)
+
+
+def study_in(storage: str | optuna.storages.BaseStorage, n_trials: int = 4) -> optuna.Study:
+    study = optuna.create_study(
+        study_name="study", storage=storage, direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)
+    )
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+@pytest.mark.parametrize("form", ["database", "journal"])
+def test_the_study_is_found_in_a_database_or_a_journal_file(form: str, tmp_path: Path) -> None:
+    # The study is written through Optuna's own classes; `open_storage` reads it from the setting alone.
+    if form == "database":
+        url = f"sqlite:///{tmp_path / 'study.db'}"
+        written = study_in(url)
+    else:
+        url = str(tmp_path / "study.log")
+        written = study_in(JournalStorage(JournalFileBackend(url)))
+    read = optuna.load_study(study_name="study", storage=open_storage(url, tmp_path))
+    assert [trial.params for trial in read.trials] == [trial.params for trial in written.trials]
+
+
+def test_a_study_is_drawn_with_optunas_plots(tmp_path: Path) -> None:
+    study_in(JournalStorage(JournalFileBackend(str(tmp_path / "study.log"))))
+    sweeper = OmegaConf.create({"study_name": "study", "storage": str(tmp_path / "study.log")})
+    style = dict(matplotlib.rcParams)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = optuna.load_study(study_name="study", storage=open_storage(sweeper.storage, tmp_path))
+        figures = study_figures(study, "val/acc")
+        paths = draw_sweep(tmp_path, [], "val/acc", sweeper)
+
+    assert [str(warning.message) for warning in caught] == []  # Optuna's ExperimentalWarning stays in
+    # And so does the style it sets: only the backend changed, to one that needs no display.
+    assert {key for key, value in matplotlib.rcParams.items() if value != style[key]} <= {"backend", "backend_fallback"}
+    assert matplotlib.get_backend().lower() == "agg"
+    history, importances, intermediate = (figures[name].axes[0] for name in figures)
+    assert list(figures) == ["optimization_history", "param_importances", "intermediate_values"]
+    assert (history.get_title(), history.get_xlabel(), history.get_ylabel()) == (
+        "Optimization History Plot",
+        "Trial",
+        "val/acc",
+    )
+    assert (importances.get_title(loc="left"), importances.get_xlabel(), importances.get_ylabel()) == (
+        "Hyperparameter Importances",
+        "Hyperparameter Importance",
+        "Hyperparameter",
+    )
+    assert {label.get_text() for label in importances.get_yticklabels()} == {"lr", "layers"}
+    assert (intermediate.get_title(), intermediate.get_xlabel(), intermediate.get_ylabel()) == (
+        "Intermediate Values Plot",
+        "Step",
+        "Intermediate Value",
+    )
+    assert len(intermediate.lines) == 4  # one per trial
+    assert paths == [tmp_path / f"{name}.png" for name in figures]
+    for path in paths:
+        assert_png(path)
+
+
+def test_plots_that_the_study_cannot_fill_are_left_out_saying_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = optuna.create_study(study_name="study", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study.optimize(lambda trial: trial.suggest_float("lr", 0, 1), n_trials=3)  # one parameter, nothing reported
+    sweeper = OmegaConf.create({"study_name": "study", "storage": f"sqlite:///{tmp_path / 'study.db'}"})
+
+    with caplog.at_level(logging.INFO):
+        paths = draw_sweep(tmp_path, [], "val/acc", sweeper)
+
+    assert paths == [tmp_path / "optimization_history.png"]
+    assert "No parameter importances: they need 2 completed trials and 2 parameters, and the study has 3 and 1." in (
+        caplog.messages
+    )
+    assert "No intermediate values: no trial reported any." in caplog.messages
+
+
+def test_a_study_kept_in_memory_has_no_pictures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sweeper = OmegaConf.create({"study_name": "study", "storage": None})  # the Optuna plugin's default
+    with caplog.at_level(logging.INFO):
+        assert draw_sweep(tmp_path, [], "val/acc", sweeper) == []
+    assert caplog.messages == [
+        "No pictures of the study: it was kept in memory (hydra.sweeper.storage is null), and is gone."
+    ]
