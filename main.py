@@ -9,13 +9,11 @@ from hydra.core.plugins import Plugins
 from omegaconf import DictConfig
 
 from src.errors import UserError
-from src.optuna_config import register_sweeper_configs
 from src.optuna_sweeper import ResumableOptunaSweeper
 from src.run import register_configs, run
 
 # The dataclasses must be in the ConfigStore before Hydra composes conf/config.yaml.
 register_configs()
-register_sweeper_configs()  # `hydra/sweeper/resumable_optuna`, which conf/hydra/sweeper/fcn_params.yaml extends
 # Hydra finds plugins in the `hydra_plugins` package; ours lives in src/, so it is registered by hand.
 Plugins.instance().register(ResumableOptunaSweeper)
 

@@ -18,6 +18,7 @@ from src.data import Data, DataModule
 from src.errors import UserError
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
+from src.optuna_config import register_sweeper_configs
 from src.wandb_logging import WandbCfg, refuse_api_key
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def register_configs() -> None:
     cs.store(group="dm", name="celeba", node=CelebADataModule)
     cs.store(group="model", name="fcn", node=FcnFactory)
     cs.store(group="model", name="cnn", node=SimpleCNNFactory)
+    register_sweeper_configs()  # `hydra/sweeper/resumable_optuna`, which conf/hydra/sweeper/fcn_params.yaml extends
 
 
 def run(raw_config: DictConfig, output_dir: Path) -> float:

@@ -36,7 +36,13 @@ FAILING = {
     "python main.py hydra.run.dir=/proc/out",
 }
 # Overrides added to a command to keep the test short.
-SHORTER = {"python main.py --multirun hydra/sweeper=fcn_params": ("hydra.sweeper.n_trials=3",)}
+SHORTER = {
+    "python main.py --multirun hydra/sweeper=fcn_params": ("hydra.sweeper.n_trials=3",),
+    "python main.py --multirun hydra/sweeper=fcn_params hydra/sweeper/pruner=median "
+    "hydra.sweeper.pruner.n_startup_trials=2 hydra.sweeper.study_name=fcn_pruned opt.epochs=4": (
+        "hydra.sweeper.n_trials=3",
+    ),
+}
 
 EXAMPLES = examples()
 RUN_HERE = [example for example in EXAMPLES if not example.recipe]  # recipes run in tests/test_recipes.py
