@@ -98,11 +98,12 @@ class ResumableOptunaSweeper(OptunaSweeper):
             pruner=instantiate(self.pruner, _execution_whitelist_=PRUNER_TARGETS),
             directions=directions,
         )
-        study.bind(self._settings(fixed, search_space), search_space, directions, where=str(plugin.storage))
+        where = "memory" if plugin.storage is None else str(plugin.storage)
+        study.bind(self._settings(fixed, search_space), search_space, directions, where=where)
         # The basic launcher runs each job in this process: one at a time.
         slots = plugin.n_jobs if isinstance(launcher, BaseSubmititLauncher) else 1
         log.info(
-            f"Study {study.study.study_name} in {plugin.storage} ({type(study.study.sampler).__name__}, "
+            f"Study {study.study.study_name} in {where} ({type(study.study.sampler).__name__}, "
             f"{type(study.study.pruner).__name__}, {' and '.join(directions)}): {study.progress(n_trials)}; "
             f"trials run {slots} at a time."
         )
@@ -290,4 +291,6 @@ def _objectives(value: Any, n_objectives: int) -> list[float]:
         raise ValueError(f"the job returned {value!r}, not {n_objectives} number(s).") from None
     if len(values) != n_objectives:
         raise ValueError(f"the job returned {len(values)} values for {n_objectives} objectives.")
+    if any(math.isnan(value) for value in values):
+        raise ValueError(f"the job returned {value!r}: NaN is no result.")
     return values
