@@ -138,11 +138,11 @@ def test_an_optuna_sweep_keeps_its_slots_busy_with_slurm_jobs(
     result = run_main(*args, env=slurm_env, timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stderr
 
-    # Each trial is a SLURM job of its own, submitted as soon as one of the n_jobs=2 slots is free.
+    # Each trial is a SLURM job of its own (no array), submitted as soon as one of the n_jobs=2 slots is free.
     scripts = _submission_scripts(sweep_dir)
     assert len(scripts) == 4
-    assert all("#SBATCH --array=0-0%1" in script for script in scripts)
-    spans = sorted(_run_span(folder) for folder in _task_folders(sweep_dir))
+    assert not any("#SBATCH --array" in script for script in scripts)
+    spans = sorted(_run_span(folder) for folder in _job_folders(sweep_dir))
     assert len(spans) == 4
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two trials ran at once"
 
@@ -169,7 +169,7 @@ def test_an_optuna_trial_is_pruned_on_slurm(mnist_root: Path, slurm_env: dict[st
     ]
     assert [row["status"] for row in _summary(sweep_dir)] == ["finished", "pruned at epoch 2", "pruned at epoch 1"]
     # A pruned trial's job ends as a job that succeeded.
-    for folder in _task_folders(sweep_dir):
+    for folder in _job_folders(sweep_dir):
         assert "Job completed successfully" in "".join(path.read_text() for path in folder.glob("*_log.*"))
 
 
@@ -290,6 +290,11 @@ def _submission_scripts(sweep_dir: Path) -> list[str]:
 def _task_folders(sweep_dir: Path) -> list[Path]:
     """The folders of the array tasks, `.submitit/<array job id>_<task id>/`, with their logs."""
     return sorted(folder for folder in (sweep_dir / ".submitit").glob("*_*") if folder.is_dir())
+
+
+def _job_folders(sweep_dir: Path) -> list[Path]:
+    """The folders of jobs submitted one by one (not as an array), `.submitit/<job id>/`, with their logs."""
+    return sorted(folder for folder in (sweep_dir / ".submitit").glob("[0-9]*") if folder.name.isdigit())
 
 
 def _run_span(task_folder: Path) -> tuple[datetime, datetime]:
