@@ -4,8 +4,8 @@ several sweep processes can share, with trials that the study's pruner can stop.
 The plugin's sweeper asks Optuna for `n_jobs` trials, hands them to the launcher as one batch, and tells
 Optuna their results when the whole batch has returned: a slot whose trial ends first waits for the
 slowest, and a sweep killed in mid-batch loses the results that the batch had already finished. Here each
-of `n_jobs` slots asks for one trial, launches it as a batch of one and tells its result as soon as it
-returns, then asks for the next.
+of `n_jobs` slots asks for one trial, launches it as a batch of one, and asks for the next as soon as the
+study has the trial's result, which the job records itself (src/optuna_trial.py).
 
 `n_trials` is the size of the whole study (src/optuna_study.py), however many commands and sweep processes
 it takes: a killed sweep, run again, ends as if it had never stopped (the trials it was running run again,
@@ -35,7 +35,7 @@ from typing_extensions import override
 
 from src.errors import UserError
 from src.optuna_config import PRUNER_TARGETS
-from src.optuna_study import HEARTBEAT_S, INTERRUPTED, Next, SharedStudy
+from src.optuna_study import HEARTBEAT_S, Next, SharedStudy
 
 if TYPE_CHECKING:
     import optuna
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.samplers import BaseSampler
 
-__all__ = ["INTERRUPTED", "ResumableOptunaSweeper"]
+__all__ = ["ResumableOptunaSweeper"]
 
 log = logging.getLogger(__name__)
 RESULT_POLL_S = 0.5  # how often a slot looks in the study for the result of its trial's job
@@ -67,7 +67,6 @@ class ResumableOptunaSweeper(OptunaSweeper):
     def _sweep(self, arguments: list[str]) -> None:
         from hydra.utils import instantiate
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-        from optuna.samplers import GridSampler
 
         plugin = self.sweeper
         config, launcher = plugin.config, plugin.launcher
@@ -79,14 +78,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         search_space, fixed_params, fixed_overrides = create_params_from_overrides(params)
         for name in fixed_params:  # a parameter searched in `params` but fixed on the command line
             search_space.pop(name, None)
-        # An instance; or, for the GridSampler, which needs the search space, the class with its settings.
-        sampler = cast("BaseSampler | functools.partial[BaseSampler]", plugin.sampler)  # pyright: ignore[reportUnknownMemberType]
-        n_trials = plugin.n_trials
-        if isinstance(sampler, functools.partial) and sampler.func is GridSampler:  # the plugin leaves it to us
-            grid = {name: plugin._to_grid_sampler_choices(d) for name, d in search_space.items()}  # pyright: ignore[reportPrivateUsage]
-            sampler = sampler(grid)
-            n_trials = min(n_trials, math.prod(len(values) for values in grid.values()))
-        assert not isinstance(sampler, functools.partial)
+        sampler, n_trials = self._sampler(search_space)
         directions: list[str] = plugin._get_directions()  # pyright: ignore[reportPrivateUsage]
         fixed = [*(f"{name}={value}" for name, value in fixed_params.items()), *fixed_overrides]
 
@@ -121,8 +113,22 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 raise
         self._report_best(study.study, directions)
 
+    def _sampler(self, search_space: dict[str, BaseDistribution]) -> tuple[BaseSampler, int]:
+        """The sampler, and the number of trials: a GridSampler, which needs the search space (the plugin
+        leaves it as its class with its settings), has no more trials than its grid has points."""
+        from optuna.samplers import GridSampler
+
+        plugin = self.sweeper
+        sampler = cast("BaseSampler | functools.partial[BaseSampler]", plugin.sampler)  # pyright: ignore[reportUnknownMemberType]
+        if not isinstance(sampler, functools.partial):
+            return sampler, plugin.n_trials
+        assert sampler.func is GridSampler
+        grid = {name: plugin._to_grid_sampler_choices(d) for name, d in search_space.items()}  # pyright: ignore[reportPrivateUsage]
+        return sampler(grid), min(plugin.n_trials, math.prod(len(values) for values in grid.values()))
+
     def _check_settings(self) -> None:
-        """Refuse, before the study is created or loaded, settings with which the sweep cannot work."""
+        """Refuse, before the study is created or loaded, settings with which the sweep cannot work: the one
+        place where the sweeper's settings are checked."""
         plugin = self.sweeper
         if self.pruner._target_ != "optuna.pruners.NopPruner" and (plugin.storage is None or plugin.study_name is None):
             raise UserError(
