@@ -86,14 +86,15 @@ class SharedStudy:
     """The study, with what each sweep process needs to share it: `next_trial()`, `tell()`, `heartbeat()`."""
 
     def __init__(self, study: optuna.Study, lock_file: Path | None) -> None:
-        from optuna.storages.journal import JournalFileSymlinkLock
+        from optuna.storages.journal import JournalFileOpenLock
 
         self.study = study
         self._storage: BaseStorage = study._storage  # pyright: ignore[reportPrivateUsage]
         self._study_id: int = study._study_id  # pyright: ignore[reportPrivateUsage]
         self._thread_lock = threading.Lock()
-        # Optuna's own lock for journal files: a symbolic link, created atomically, also on NFS.
-        self._file_lock = JournalFileSymlinkLock(str(lock_file)) if lock_file is not None else None
+        # Optuna's lock for journal files: a file created atomically (O_EXCL), also on NFS; one left by a
+        # process that died holding it is removed after 30 s.
+        self._file_lock = JournalFileOpenLock(str(lock_file)) if lock_file is not None else None
         self._running: set[int] = set()  # the trials (ids) that this process runs
         self._started_any = False
 

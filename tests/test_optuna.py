@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,8 @@ def wait_until(condition: Callable[[], object], process: subprocess.Popen[str], 
 
 
 def kill_session(process: subprocess.Popen[str]) -> None:
-    os.killpg(process.pid, signal.SIGKILL)  # the sweep and its jobs: as a lost login session or node
+    with suppress(ProcessLookupError):  # it ended already: `wait_until` says why
+        os.killpg(process.pid, signal.SIGKILL)  # the sweep and its jobs: as a lost login session or node
     process.communicate(timeout=TIMEOUT_S)
 
 
