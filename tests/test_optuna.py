@@ -156,7 +156,8 @@ def test_a_killed_study_keeps_every_result_and_runs_its_interrupted_trials_again
             (again,) = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
             assert trials[trial.number].state == TrialState.FAIL
             assert trials[trial.number].user_attrs[INTERRUPTED]
-            assert again.params == trial.params
+            # Its parameters, and the others drawn anew if it was killed while they were drawn.
+            assert trial.params.items() <= again.params.items()
             assert again.state == TrialState.COMPLETE
             assert f"Trial {trial.number} was interrupted (its sweep stopped)" in result.stdout
     assert Counter(t.state for t in trials if not t.user_attrs.get(INTERRUPTED)) == {TrialState.COMPLETE: 4}
