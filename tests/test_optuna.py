@@ -134,9 +134,21 @@ def test_a_killed_study_keeps_every_result_and_runs_its_interrupted_trials_again
     command = (*STUDY, *PARALLEL, "hydra.sweeper.n_trials=4", *TINY)
     first = start_sweep(mnist_root, tmp_path, *command, "hydra.sweep.dir=first")
     try:
-        # Kill it once a trial is done while another runs: each trial is recorded as its job ends, not
-        # with its batch.
-        wait_until(lambda: (states := trial_states(tmp_path))["COMPLETE"] and states["RUNNING"], first, "trial")
+        # Kill it once a trial is done and both slots run trials again: each trial is recorded as its job
+        # ends, not with its batch. (Once their jobs train, not while the study is written: a process
+        # killed then leaves Optuna's lock on the journal, which the next sweep takes over after 30 s.)
+        def training_again() -> bool:
+            if not (tmp_path / "fcn_params.journal").exists():
+                return False
+            trials = load_study(tmp_path).trials if trial_states(tmp_path) else []
+            running = [trial.number for trial in trials if trial.state == TrialState.RUNNING]
+            return (
+                any(trial.state == TrialState.COMPLETE for trial in trials)
+                and len(running) == 2
+                and all((tmp_path / "first" / str(n) / ".hydra" / "overrides.yaml").exists() for n in running)
+            )
+
+        wait_until(training_again, first, "a finished trial")
     finally:
         kill_session(first)
     before = load_study(tmp_path).trials
@@ -174,7 +186,8 @@ def test_a_killed_grid_study_evaluates_each_point_once(run_main: RunMain, mnist_
     command = (*STUDY, "hydra/sweeper/sampler=grid", "hydra.sweeper.params=null", *grid, *TINY)
     first = start_sweep(mnist_root, tmp_path, *command, "hydra.sweep.dir=first")
     try:
-        wait_until(lambda: trial_states(tmp_path)["COMPLETE"] >= 3, first, "third trial")
+        # Within job 3 (killed while it trains: see the previous test).
+        wait_until((tmp_path / "first" / "3" / ".hydra" / "overrides.yaml").exists, first, "job 3")
     finally:
         kill_session(first)
 
@@ -303,6 +316,17 @@ def test_sweep_processes_share_a_study(mnist_root: Path, tmp_path: Path) -> None
         overrides = OmegaConf.load(tmp_path / "sweep" / str(trial.number) / ".hydra" / "overrides.yaml")
         assert f"opt.lr={trial.params['opt.lr']}" in overrides
     assert all(f"Best value: {load_study(tmp_path).best_value}" in output for output in outputs)
+
+
+@pytest.mark.slow
+def test_a_grid_multirun_has_no_trial_and_imports_no_optuna(mnist_root: Path, tmp_path: Path) -> None:
+    importtime = {"PYTHONPROFILEIMPORTTIME": "1"}  # one line per imported module: "import time: ... | name"
+    process = start_sweep(mnist_root, tmp_path, "--multirun", "seed=1,2", *TINY, env=importtime)
+    output, _ = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 0, output
+    imported = {line.rsplit("|", 1)[-1].strip() for line in output.splitlines() if "import time:" in line}
+    assert "torch" in imported
+    assert not {name for name in imported if name.split(".")[0] == "optuna"}
 
 
 # In-process: the rules of a shared study, on a real journal file.
