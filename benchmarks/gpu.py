@@ -12,22 +12,23 @@ of a few small kernels is bound by their launches and by Python instead. For eac
   one more epoch, its intervals merged, over the epoch's time without the profiler);
 - val/acc after the first epoch: the variants do the same work, so it should barely move.
 
-Variants (each from the same initial weights, optimiser and batch order as the default run):
+Variants (each from the same initial weights, optimiser and batch order as the default run), by the
+name that `--variants` takes:
 
-    fit()                       the project's loop, as `python main.py` trains: the reference
-    minimal loop                benchmarks/training.py's baseline: the shortest plain PyTorch loop
-    fit(), eval batch 4096      evaluation in batches of 4,096 images instead of 256
-    fit(), bf16 autocast        opt.mixed_precision=true
-    fit(), TF32                 float32 matrix products on the tensor cores, in TF32
-    fit(), torch.compile        the model compiled by torch.compile (its default mode)
-    fit(), compile + graphs     torch.compile's mode="reduce-overhead", which replays CUDA graphs
-    minimal loop, CUDA graph    each full batch's whole step (forward, backward, fused AdamW) as one
-                                captured CUDA graph, replayed: what launches cost, at most
+    fit             fit(), the project's loop, as `python main.py` trains: the reference, always run
+    minimal         benchmarks/training.py's baseline: the shortest plain PyTorch loop
+    eval4096        fit(), evaluating in batches of 4,096 images instead of 256
+    bf16            fit() in bfloat16 autocast (opt.mixed_precision=true)
+    tf32            fit(), float32 matrix products in TF32 on the tensor cores (GPU only)
+    compile         fit() with the model compiled by torch.compile (its default mode)
+    compile-graphs  the same in torch.compile's mode="reduce-overhead", which replays CUDA graphs (GPU only)
+    cuda-graph      the minimal loop, each full batch's whole step (forward, backward, fused AdamW)
+                    replayed from one captured CUDA graph: what kernel launches cost, at most (GPU only)
 
 A variant that fails prints its error in its row; the others still run. Without CUDA this script says
 so and exits with 0; `--device cpu` measures the variants that need no GPU on the CPU instead.
 
-    .venv/bin/python benchmarks/gpu.py [--epochs 6] [--device cuda]
+    .venv/bin/python benchmarks/gpu.py [--epochs 6] [--device cuda] [--variants fit compile ...]
 """
 
 import argparse
@@ -58,6 +59,7 @@ from src.optimisation import OptimisationCfg
 from src.training import TrainingState, fit
 
 Epoch = Callable[[], float]  # trains one more epoch; returns the validation accuracy
+VARIANTS = ["fit", "minimal", "eval4096", "bf16", "tf32", "compile", "compile-graphs", "cuda-graph"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=6, help="epochs per variant: the first, then the timed ones")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS, help="(default: all)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("HYDRA_EXAMPLE_DATA", REPO / "data")))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -107,24 +110,27 @@ def main() -> None:
     def compiled(**options: Any) -> Callable[[], Epoch]:
         return lambda: _fit_epochs(data, opt, device, compile_options=options)
 
-    variants = [
-        Variant("fit()", fit_variant()),
-        Variant("minimal loop", lambda: _minimal_epochs(data, floats, opt, device)),
-        Variant("fit(), eval batch 4096", fit_variant(), eval_batch_size=4096),
-        Variant("fit(), bf16 autocast", fit_variant(mixed_precision=True)),
-        Variant("fit(), TF32", fit_variant(), tf32=True, needs_cuda=True),
-        Variant("fit(), torch.compile", compiled()),
-        Variant("fit(), compile + graphs", compiled(mode="reduce-overhead"), needs_cuda=True),
-        Variant("minimal loop, CUDA graph", lambda: _graphed_epochs(data, floats, opt, device), needs_cuda=True),
-    ]
+    variants = {
+        "fit": Variant("fit()", fit_variant()),
+        "minimal": Variant("minimal loop", lambda: _minimal_epochs(data, floats, opt, device)),
+        "eval4096": Variant("fit(), eval batch 4096", fit_variant(), eval_batch_size=4096),
+        "bf16": Variant("fit(), bf16 autocast", fit_variant(mixed_precision=True)),
+        "tf32": Variant("fit(), TF32", fit_variant(), tf32=True, needs_cuda=True),
+        "compile": Variant("fit(), torch.compile", compiled()),
+        "compile-graphs": Variant("fit(), compile + graphs", compiled(mode="reduce-overhead"), needs_cuda=True),
+        "cuda-graph": Variant(
+            "minimal loop, CUDA graph", lambda: _graphed_epochs(data, floats, opt, device), needs_cuda=True
+        ),
+    }
     rows: list[list[str]] = []
     reference: Result | None = None
-    for variant in variants:
+    for key in ["fit", *(key for key in args.variants if key != "fit")]:  # fit() first: the reference
+        variant = variants[key]
         if variant.needs_cuda and device.type != "cuda":
             continue
         try:
             result = _measure(variant, args.epochs, device)
-        except Exception as error:
+        except Exception as error:  # one variant's failure is a figure too; the others still run
             rows.append([variant.name, f"failed: {type(error).__name__}: {str(error).splitlines()[0][:100]}"])
             rows[-1] += [""] * 5
             continue

@@ -77,7 +77,7 @@ def test_mixed_precision_trains_to_the_same_accuracy_band(run_main: RunMain, tmp
     assert bf16 != fp32  # bfloat16 rounds differently: the setting did change the arithmetic
 
 
-@pytest.mark.parametrize(("saved_on", "continued_on"), [("0", "-1"), ("-1", "0")])
+@pytest.mark.parametrize(("saved_on", "continued_on"), [("0", "-1"), ("-1", "0")], ids=["gpu-to-cpu", "cpu-to-gpu"])
 def test_a_checkpoint_continues_on_the_other_device(
     mnist_root: Path, run_main: RunMain, tmp_path: Path, saved_on: str, continued_on: str
 ) -> None:
