@@ -56,7 +56,7 @@ print(f'- Python {platform.python_version()}, PyTorch {torch.__version__} (CUDA 
 cuda=$("$python" -c "import torch; print(int(torch.cuda.is_available()))")
 
 # COLUMNS: wide enough for pytest to print each skipped test's reason in full.
-step "Tests: the cuda tier" tests.log 200 \
+step "Tests: the cuda tier" tests.log 180 \
     env COLUMNS=250 "$python" -m pytest -m cuda tests/test_cuda.py -v -rfE -p no:cacheprovider
 # Each test's result (or why it was skipped), the reason of each failure, and the counts.
 {
@@ -66,17 +66,17 @@ step "Tests: the cuda tier" tests.log 200 \
 } | sed 's/^/    /' >>"$report"
 
 if [[ $cuda == 1 ]]; then
-    step "An epoch: fit() against the minimal loop" training.log 80 \
+    step "An epoch: fit() against the minimal loop" training.log 60 \
         "$python" benchmarks/training.py --device cuda --repeats 5
     sed 's/^/    /' "$out/training.log" >>"$report"
     # dm.download=false: without network, a download could wait for its connection to time out.
-    step "The default run, start-up included (the headline figure)" first_run.log 80 \
+    step "The default run, start-up included (the headline figure)" first_run.log 70 \
         "$python" benchmarks/first_run.py --repeats 2 dm.download=false
     sed 's/^/    /' "$out/first_run.log" >>"$report"
-    step "Against the limit: variants of an epoch" gpu.log 150 "$python" benchmarks/gpu.py
+    step "Against the limit: variants of an epoch" gpu.log 200 "$python" benchmarks/gpu.py
     sed 's/^/    /' "$out/gpu.log" >>"$report"
-    step "An epoch in bfloat16 autocast: fit() against the minimal loop" training_bf16.log 50 \
-        "$python" benchmarks/training.py --device cuda --mixed-precision --repeats 3 --models fcn cnn
+    step "An epoch in bfloat16 autocast: fit() against the minimal loop" training_bf16.log 30 \
+        "$python" benchmarks/training.py --device cuda --mixed-precision --repeats 3 --models fcn
     sed 's/^/    /' "$out/training_bf16.log" >>"$report"
 else
     printf '\n## GPU benchmarks\nNot run: CUDA is not available on this machine.\n' >>"$report"
