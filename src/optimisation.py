@@ -58,17 +58,34 @@ class OptimisationCfg:
         kwargs = self.optimizer_kwargs or {}
 
         def make(tensors: list[Tensor], **implementation: bool) -> Optimizer:
-            return optimizer_cls(tensors, lr=self.lr, weight_decay=self.weight_decay, **kwargs, **implementation)
+            settings = kwargs | implementation
+            return optimizer_cls(tensors, lr=self.lr, weight_decay=self.weight_decay, **settings)
 
-        user_chose = not {"fused", "foreach"}.isdisjoint(kwargs)
-        takes_fused = "fused" in inspect.signature(optimizer_cls).parameters
-        fused = bool(params) and takes_fused and not user_chose and _fused_works(make, params[0])
         try:
-            optimizer = make(params, fused=True) if fused else make(params)
+            optimizer = make(params, **self._fastest_implementation(make, params))
         except (TypeError, ValueError) as error:
             raise UserError(f"opt.optimizer_kwargs={kwargs} do not fit {self.optimizer_cls}: {error}") from None
         optimizer.register_load_state_dict_pre_hook(_keep_implementation)
         return optimizer
+
+    def _fastest_implementation(self, make: Callable[..., Optimizer], params: list[Tensor]) -> dict[str, bool]:
+        """`{"fused": True}` where the optimiser has a fused kernel for the parameters' device; else nothing
+        (PyTorch's choice), and nothing where `optimizer_kwargs` chooses."""
+        kwargs = self.optimizer_kwargs or {}
+        if not params:
+            return {}
+        if kwargs.get("fused"):  # it would fail at the first step where there is no such kernel: say so now
+            problem = _why_not_fused(make, params[0])
+            if problem is not None:
+                raise UserError(
+                    f"opt.optimizer_kwargs={kwargs}: {self.optimizer_cls} cannot be fused here ({problem}); "
+                    "leave `fused` out to get the fastest implementation there is."
+                )
+            return {}
+        takes_fused = "fused" in inspect.signature(self._optimizer_cls()).parameters
+        if "foreach" in kwargs or "fused" in kwargs or not takes_fused:
+            return {}
+        return {"fused": True} if _why_not_fused(make, params[0]) is None else {}
 
     def _optimizer_cls(self) -> Callable[..., Optimizer]:
         """The class that `optimizer_cls` names; an error if it names no optimiser."""
@@ -88,8 +105,9 @@ class OptimisationCfg:
         return cast(Callable[..., Optimizer], optimizer_cls)
 
 
-def _fused_works(make: Callable[..., Optimizer], param: Tensor) -> bool:
-    """Whether `make(params, fused=True)` builds an optimiser that steps on `param`'s device and dtype.
+def _why_not_fused(make: Callable[..., Optimizer], param: Tensor) -> str | None:
+    """Why `make(params, fused=True)` cannot step on `param`'s device and dtype, or None if it can
+    (settings that fit no implementation raise their TypeError or ValueError).
 
     Only a step tells: PyTorch's optimisers check the device at their first step, not when they are
     built, and the devices differ between optimisers (Adagrad's fused kernel is for the CPU only). So
@@ -101,9 +119,9 @@ def _fused_works(make: Callable[..., Optimizer], param: Tensor) -> bool:
     probe.grad = torch.ones_like(probe)
     try:
         make([probe], fused=True).step()
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel here, or settings that exclude it
-        return False
-    return True
+    except RuntimeError as error:  # no fused kernel here, or settings that exclude one (`differentiable`)
+        return str(error).splitlines()[0]
+    return None
 
 
 def _keep_implementation(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """End-to-end runs of `main.py`: real training on small generated data."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from src.cmnist import PALETTE, CMNISTDataModule
+from src.errors import UserError
 from src.optimisation import OptimisationCfg
 from src.training import TrainingState, fit
 from tests.conftest import RunMain
@@ -149,6 +151,12 @@ def test_the_users_choice_of_implementation_wins(choice: dict[str, bool]) -> Non
 def test_settings_that_exclude_the_fused_implementation_get_the_standard_one() -> None:
     optimizer = OptimisationCfg(optimizer_kwargs={"differentiable": True}).build(nn.Linear(4, 2).parameters())
     assert not optimizer.param_groups[0]["fused"]
+
+
+def test_a_fused_implementation_that_cannot_step_is_one_clear_error() -> None:
+    opt = OptimisationCfg(optimizer_kwargs={"fused": True, "differentiable": True})
+    with pytest.raises(UserError, match=re.escape("cannot be fused here (`fused` does not support `differentiable`)")):
+        opt.build(nn.Linear(4, 2).parameters())
 
 
 def test_a_saved_optimiser_continues_in_the_implementation_chosen_where_it_continues() -> None:
