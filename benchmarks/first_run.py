@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 from common import REPO, machine, print_table, timed, verdict
@@ -100,7 +101,7 @@ def _run(folder: Path, name: str, overrides: list[str]) -> tuple[dict[str, float
         for marker in PHASE_ENDS
     ]
     bounds = [started, *ends, ended]
-    split = {phase: end - start for phase, start, end in zip(PHASES, bounds, bounds[1:], strict=True)}
+    split = {phase: end - start for phase, (start, end) in zip(PHASES, pairwise(bounds), strict=True)}
     source = "synthetic digits" if any("SYNTHETIC" in line for _, line in logged) else "MNIST"
     return split | {"total": ended - started}, source
 

@@ -136,8 +136,6 @@ def main() -> None:
             rows[-1] += [""] * 5
             continue
         reference = reference or result
-        # Each variant's figures as soon as they are measured: a run stopped by a time limit still shows them.
-        print(f"{variant.name}: {result}", flush=True)
         rows.append(
             [
                 variant.name,
@@ -149,6 +147,8 @@ def main() -> None:
                 f"{result.val_acc:.4f}",
             ]
         )
+        # Each row as soon as it is measured: a run stopped by a time limit still shows it.
+        print(" | ".join(rows[-1]), flush=True)
     print_table(["variant", "first epoch", "epoch", "vs fit()", "train images/s", "GPU busy", "val/acc"], rows)
 
 
