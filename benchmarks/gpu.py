@@ -132,16 +132,17 @@ def main() -> None:
         try:
             result = _measure(variant, args.epochs, device)
         except Exception as error:  # one variant's failure is a figure too; the others still run
-            rows.append([variant.name, f"failed: {type(error).__name__}: {str(error).splitlines()[0][:100]}"])
-            rows[-1] += [""] * 5
+            message = f"{type(error).__name__}: {str(error).strip()}".splitlines()[0][:100]
+            rows.append([variant.name, f"failed: {message}", *[""] * 5])
+            print(" | ".join(rows[-1]), flush=True)
             continue
-        reference = reference or result
+        reference = result if key == "fit" else reference
         rows.append(
             [
                 variant.name,
                 f"{result.first_s:.2f} s",
                 f"{result.epoch_s:.3f} s",
-                f"{result.epoch_s / reference.epoch_s:.2f}",
+                "" if reference is None else f"{result.epoch_s / reference.epoch_s:.2f}",
                 f"{len(data.train) / result.epoch_s:,.0f}",
                 "n/a" if result.busy is None else f"{result.busy:.0%}",
                 f"{result.val_acc:.4f}",
