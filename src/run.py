@@ -101,6 +101,7 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         )
         return recorded["val/acc"]
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
+    _use_deterministic_kernels()
     device = _device(cfg.gpu)
     data = cfg.dm.build(seed=cfg.seed)
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
@@ -204,3 +205,16 @@ def _device(gpu: int) -> torch.device:
             f"0 to {torch.cuda.device_count() - 1}; use gpu=-1 for the CPU."
         )
     return torch.device("cuda", gpu)
+
+
+def _use_deterministic_kernels() -> None:
+    """The same seed gives the same result on a GPU too, as on the CPU: PyTorch's deterministic kernels
+    (cuBLAS's need this workspace setting, read when CUDA first multiplies matrices), and a warning that
+    names any operation without one. New memory is not filled first, as this mode would by default: no
+    operation here reads memory it has not written, and filling costs a pass over every new buffer."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # A property that the module defines at run time, unseen by type checkers.
+    torch.utils.deterministic.fill_uninitialized_memory = False  # pyright: ignore[reportAttributeAccessIssue]
