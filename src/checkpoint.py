@@ -23,7 +23,7 @@ from src.errors import UserError
 if TYPE_CHECKING:
     from src.training import Metrics, TrainingState
 
-__all__ = ["CHECKPOINT_FILE", "Checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "Checkpoint", "changed_settings", "plain_config"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -57,7 +57,7 @@ class Checkpoint:
                 f"cannot read the checkpoint {self.path} ({str(error).splitlines()[0]}); "
                 "move it away to start this run afresh."
             ) from None
-        changes = _changes(saved["config"], _plain(self.config))
+        changes = changed_settings(saved["config"], plain_config(self.config))
         if changes:
             raise UserError(
                 f"{self.path} is the checkpoint of a run with other settings ({'; '.join(changes)}); "
@@ -98,7 +98,7 @@ class Checkpoint:
         import torch
 
         contents = {
-            "config": _plain(self.config),
+            "config": plain_config(self.config),
             "model": state.model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "epoch": state.epoch,
@@ -140,13 +140,14 @@ class Checkpoint:
         log.info(f"Continuing from {os.path.relpath(self.path)}: {state.epoch} epochs and {state.step} steps done.")
 
 
-def _plain(config: dict[str, Any]) -> dict[str, Any]:
+def plain_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config as plain values (paths and enums as strings), as a checkpoint stores it."""
     return json.loads(json.dumps(config, default=str))
 
 
-def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The settings that differ between two configs, as `key: old -> new`, but for MAY_CHANGE_ON_RESUME."""
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The settings that differ between two configs, as `key: old -> new`, but for MAY_CHANGE_ON_RESUME (a
+    stored Optuna study is bound to its settings in the same way: src/optuna_study.py)."""
     old, new = _flatten(old), _flatten(new)
     return [
         f"{key}: {old.get(key)} -> {new.get(key)}"

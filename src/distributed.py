@@ -217,6 +217,10 @@ class World:
             dist.all_reduce(tensor)
         return tensor
 
+    def max(self, value: int) -> int:
+        """The largest of the processes' `value`s."""
+        return self.start_max(value)()
+
     def start_max(self, value: int) -> Callable[[], int]:
         """Start finding the largest of the processes' `value`s, in the background; the function returned
         waits for it."""

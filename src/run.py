@@ -18,6 +18,7 @@ from src.data import Data, DataModule
 from src.errors import UserError
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
+from src.optuna_config import register_sweeper_configs
 from src.wandb_logging import WandbCfg, refuse_api_key
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from src.checkpoint import Checkpoint
     from src.distributed import World
+    from src.optuna_trial import StudyTrial
     from src.stopping import StopRequest
     from src.training import Metrics, TrainingState
 
@@ -61,6 +63,7 @@ def register_configs() -> None:
     cs.store(group="dm", name="celeba", node=CelebADataModule)
     cs.store(group="model", name="fcn", node=FcnFactory)
     cs.store(group="model", name="cnn", node=SimpleCNNFactory)
+    register_sweeper_configs()  # `hydra/sweeper/resumable_optuna`, which conf/hydra/sweeper/fcn_params.yaml extends
 
 
 def run(raw_config: DictConfig, output_dir: Path) -> float:
@@ -100,6 +103,7 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         )
         return recorded["val/acc"]
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
+    _use_deterministic_kernels()
     device = world.device(cfg.gpu)
     data = cfg.dm.build(seed=cfg.seed)
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes).to(device)
@@ -111,27 +115,49 @@ def run(raw_config: DictConfig, output_dir: Path) -> float:
         generator=torch.Generator().manual_seed(cfg.seed),  # the order of the training batches
     )
     checkpoint.restore(state)
-    wandb_run = None  # one W&B run for the run, however many processes train it: rank 0's
-    if world.is_main:
-        wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
-    if wandb_run is not None:
-        checkpoint.wandb_id = wandb_run.id
+    trial, wandb_run = _reporters(cfg, logged_config, data, state, checkpoint=checkpoint, world=world)
     exit_code = 1  # what W&B records if training raises
     try:
         with stop_on_signals() as stop, world.joined(device):
-            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop, world=world)
+            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop, trial=trial, world=world)
         exit_code = INTERRUPTED if metrics is None else 0
     finally:
         if wandb_run is not None:
             wandb_run.finish(exit_code=exit_code)
-    status = "interrupted" if metrics is None else "finished"
-    record = {"status": status, "data_source": data.source, "metrics": metrics or {}}
+    status = "interrupted" if metrics is None else "pruned" if trial is not None and trial.pruned else "finished"
+    if trial is not None and metrics is not None and status == "finished":
+        trial.complete(metrics["val/acc"])  # in the study now, whatever happens to the sweep
+    record = {"status": status, "epoch": state.epoch, "data_source": data.source, "metrics": metrics or {}}
     if world.is_main:
         write_atomically(metrics_file, lambda file: file.write(json.dumps(record, indent=2).encode() + b"\n"))
     if metrics is None:
         stop.end_run(checkpoint.path, output_dir, world)
     log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {os.path.relpath(metrics_file)})")
     return metrics["val/acc"]
+
+
+def _reporters(
+    cfg: Config,
+    logged_config: dict[str, Any],
+    data: Data,
+    state: TrainingState,
+    *,
+    checkpoint: Checkpoint,
+    world: World,
+) -> tuple[StudyTrial | None, Run | None]:
+    """What the run reports to beyond its output directory: its Optuna trial, if it is one, and its W&B run,
+    if W&B is on. Rank 0's alone: one trial and one W&B run, however many processes train the run."""
+    if not world.is_main:
+        return None, None
+    from src.optuna_trial import this_jobs_trial
+
+    # None unless this run is a trial of an Optuna study (src/optuna_sweeper.py); a trial that continues
+    # reports the epochs that its stopped run saved but did not report.
+    trial = this_jobs_trial(state.history)
+    wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+    if wandb_run is not None:
+        checkpoint.wandb_id = wandb_run.id
+    return trial, wandb_run
 
 
 def _finished_metrics(metrics_file: Path) -> Metrics | None:
@@ -150,20 +176,39 @@ def _train_and_test(
     wandb_run: Run | None,
     *,
     stop: StopRequest,
+    trial: StudyTrial | None,
     world: World,
 ) -> Metrics | None:
-    """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics,
-    or None if a signal stopped training (after saving a checkpoint, to be continued)."""
+    """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics, those of
+    the last epoch if the study's pruner stopped the trial, or None if a signal stopped training (after saving
+    a checkpoint, to be continued)."""
     from src.training import evaluate, fit
 
+    # Whether the study's pruner stopped the trial. Rank 0 alone reports to the study (`trial` is None in the
+    # other processes); its pruner's word stops them all.
+    pruned = world.max(trial is not None and trial.pruned) == 1
+
     def end_epoch(state: TrainingState) -> None:
+        nonlocal pruned
         log.info(f"Epoch {state.epoch}/{cfg.opt.epochs}: {_summary(state.history[-1], 'val')}")
         if wandb_run is not None:
             wandb_run.log(state.history[-1] | {"epoch": state.epoch})
         checkpoint.save(state)
+        if trial is not None:
+            trial.report(state.history)  # after saving: a pruned trial's checkpoint holds its last epoch
+        pruned = world.max(trial is not None and trial.pruned) == 1
 
-    fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=lambda: stop.agree(world), world=world)
-    if state.epoch < cfg.opt.epochs:  # stopped by a signal, within an epoch
+    fit(
+        state,
+        data,
+        opt=cfg.opt,
+        on_epoch_end=end_epoch,
+        stop_requested=lambda: stop.agree(world) or pruned,
+        world=world,
+    )
+    if pruned:
+        return state.history[-1]
+    if state.epoch < cfg.opt.epochs:  # stopped by a signal
         checkpoint.save(state)
         return None
     test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test", world=world)
@@ -177,3 +222,16 @@ def _summary(metrics: dict[str, float], prefix: str) -> str:
     """The headline metrics of one split, for the console."""
     names = (f"{prefix}/acc", f"{prefix}/worst_group_acc", f"{prefix}/loss")
     return " ".join(f"{name}={metrics[name]:.4f}" for name in names)
+
+
+def _use_deterministic_kernels() -> None:
+    """The same seed gives the same result on a GPU too, as on the CPU: PyTorch's deterministic kernels
+    (cuBLAS's need this workspace setting, read when CUDA first multiplies matrices), and a warning that
+    names any operation without one. New memory is not filled first, as this mode would by default: no
+    operation here reads memory it has not written, and filling costs a pass over every new buffer."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # A property that the module defines at run time, unseen by type checkers.
+    torch.utils.deterministic.fill_uninitialized_memory = False  # pyright: ignore[reportAttributeAccessIssue]

@@ -42,8 +42,8 @@ def fit(
     stop_requested: Callable[[], bool],
     world: World = ONE_PROCESS,
 ) -> None:
-    """Train from `state` until `opt.epochs` epochs are done, or, checked after each optimiser step,
-    until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch.
+    """Train from `state` until `opt.epochs` epochs are done, or, checked before each epoch and after each
+    optimiser step, until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch.
 
     In a distributed run each process trains on its share of every batch (`opt.batch_size` is the batch
     of all processes together), and all of them compute the same metrics."""
@@ -51,7 +51,7 @@ def fit(
     device = next(model.parameters()).device
     # The whole data set moves to the device once: no copy from the host for each batch.
     train, val = data.train.to(device), data.val.to(device)
-    while state.epoch < opt.epochs:
+    while state.epoch < opt.epochs and not stop_requested():
         epoch = state.epoch + 1
         model.train()
         # The state that draws this epoch's order: restored if the epoch is cut short, so that a

@@ -55,6 +55,10 @@ def test_paths_that_compute_nothing_do_not_import_torch(args: tuple[str, ...]) -
         (("model=cnn", "model.kernel_size=13"), "Error: model.kernel_size=13 is too large for 28x28 images"),
         (("opt.optimizer_cls=torch.nn.Linear",), "Error: opt.optimizer_cls=torch.nn.Linear is not an optimiser"),
         (("+opt.optimizer_kwargs={warp: 9}",), "Error: opt.optimizer_kwargs={'warp': 9} do not fit"),
+        (
+            ("+opt.optimizer_kwargs={betas: [2, 0.9]}",),
+            "Error: opt.optimizer_kwargs={'betas': [2, 0.9]} do not fit torch.optim.AdamW: Invalid beta parameter",
+        ),
         (("dm.digits=MNIST", "dm.root=nowhere", "dm.download=false"), "Error: dm.digits=MNIST, but there is no"),
     ],
 )
