@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.atomic_write import write_atomically
-from src.distributed import ONE_PROCESS, World
 from src.errors import UserError
 
 if TYPE_CHECKING:
+    from src.distributed import World
     from src.training import Metrics, TrainingState
 
 __all__ = ["CHECKPOINT_FILE", "Checkpoint", "changed_settings", "plain_config"]
@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 # Settings that may differ when a run continues: where it runs and logs, not what it computes.
 MAY_CHANGE_ON_RESUME = ("gpu", "wandb.", "dm.root", "dm.download")
+
+
+def _one_process() -> World:
+    from src.distributed import ONE_PROCESS  # it imports torch, which `--help` must not wait for
+
+    return ONE_PROCESS
 
 
 @dataclass(eq=False, kw_only=True)
@@ -40,7 +46,7 @@ class Checkpoint:
     path: Path
     config: dict[str, Any]  # the resolved config: a checkpoint is only continued with the same one
     # The processes that train the run: rank 0 writes the checkpoint, every one reads it.
-    world: World = ONE_PROCESS
+    world: World = field(default_factory=_one_process)
     wandb_id: str | None = None  # the W&B run to continue, if any; set when W&B starts
     _saved: dict[str, Any] | None = field(default=None, init=False, repr=False)  # what `restore()` loads
 

@@ -204,6 +204,7 @@ def test_on_two_slurm_nodes_a_job_trains_as_on_one(
 
 
 @pytest.mark.slow
+@pytest.mark.cuda  # in the cuda tier: `pytest -m cuda`, scripts/gpu-check.sh
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs or more")
 def test_nccl_with_one_process_per_visible_gpu(run_main: RunMain, train: Train, tmp_path: Path) -> None:
     gpus = torch.cuda.device_count()
