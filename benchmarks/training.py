@@ -4,10 +4,12 @@ An epoch is what `fit()` does per epoch: a pass over CMNIST's 48,000 training im
 in a seeded random order, then the loss and accuracy on the 12,000 validation images. The baseline
 does the same work as the shortest plain PyTorch loop: no DataLoader, no progress bar, no subgroup
 metrics. Both start from the same weights (the project's model factory under the same seed), use the
-same optimiser (`OptimisationCfg`'s defaults: AdamW, lr 5e-5), batch size and batch order, and so end
-with the same validation accuracy, printed side by side as a check that they did the same work.
+same optimiser, built by `OptimisationCfg.build()` with its defaults (AdamW, lr 5e-5, in the fused
+implementation that it chooses on CPUs and GPUs), batch size and batch order, and so end with the same
+validation accuracy, printed side by side as a check that they did the same work.
 
-The data: real MNIST, coloured by `CMNISTDataModule` (read from its cache before timing starts). The
+The data: MNIST, coloured by `CMNISTDataModule` (read from its cache before timing starts); where
+MNIST's files are not in the data folder, synthetic digits of the same shape (the same work). The
 project holds the digits as grey uint8 and makes coloured floats of each batch as it forms it; the
 baseline holds the coloured images as float32 in [0, 1], made once before timing starts, as a
 hand-written loop would: the fastest way to form a batch, so the ratio includes whatever keeping the
@@ -37,7 +39,7 @@ from torch.optim import Optimizer
 
 sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/training.py`
 
-from src.cmnist import CMNISTDataModule, DigitSource
+from src.cmnist import CMNISTDataModule
 from src.data import Data, Split
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
@@ -71,22 +73,23 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     opt = OptimisationCfg(epochs=1, mixed_precision=args.mixed_precision)
-    data = CMNISTDataModule(root=args.data, digits=DigitSource.MNIST).build(seed=SEED)
-    print(f"Device: {_device_name(device)}; PyTorch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print(f"One epoch: {len(data.train)} training and {len(data.val)} validation images, batch {opt.batch_size},")
+    data = CMNISTDataModule(root=args.data, download=False).build(seed=SEED)
+    print(f"Device: {device_name(device)}; PyTorch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"One epoch: {len(data.train)} training and {len(data.val)} validation images ({data.source} digits),")
+    print(f"batch {opt.batch_size}, optimiser {describe(initial_state(MODELS[args.models[0]], data, opt, device)[1])},")
     print(f"mixed precision {'on' if opt.mixed_precision else 'off'}.")
     print(f"Times: the fastest of {args.repeats}; ratio: the median over {args.repeats} interleaved pairs.\n")
 
     rows: list[list[str]] = []
     for name in args.models:
         factory = MODELS[name]
-        floats = _as_floats(data.train, device), _as_floats(data.val, device)
+        floats = as_floats(data.train, device), as_floats(data.val, device)
 
         def ours(factory: ModelFactory = factory) -> Epoch:
-            return _project_epoch(factory, data, opt, device)
+            return project_epoch(factory, data, opt, device)
 
         def baseline(factory: ModelFactory = factory, floats: tuple[FloatSplit, FloatSplit] = floats) -> Epoch:
-            return _baseline_epoch(factory, data, floats, opt, device)
+            return baseline_epoch(factory, data, floats, opt, device)
 
         interleaved(ours, baseline, 1)  # warm-up, not counted
         pairs = interleaved(ours, baseline, args.repeats)
@@ -114,12 +117,12 @@ class FloatSplit:
     labels: Tensor
 
 
-def _as_floats(split: Split, device: torch.device) -> FloatSplit:
+def as_floats(split: Split, device: torch.device) -> FloatSplit:
     split = split.to(device)
     return FloatSplit(images=split.batch(slice(None)), labels=split.labels)
 
 
-def _start(
+def initial_state(
     factory: ModelFactory, data: Data, opt: OptimisationCfg, device: torch.device
 ) -> tuple[nn.Module, Optimizer, torch.Generator]:
     """The same initial weights, optimiser and batch order for both loops, as `run()` makes them."""
@@ -128,21 +131,21 @@ def _start(
     return model, opt.build(model.parameters()), torch.Generator().manual_seed(SEED)
 
 
-def _project_epoch(factory: ModelFactory, data: Data, opt: OptimisationCfg, device: torch.device) -> Epoch:
-    model, optimizer, generator = _start(factory, data, opt, device)
+def project_epoch(factory: ModelFactory, data: Data, opt: OptimisationCfg, device: torch.device) -> Epoch:
+    model, optimizer, generator = initial_state(factory, data, opt, device)
     state = TrainingState(model=model, optimizer=optimizer, generator=generator)
     start = time.perf_counter()
     fit(state, data, opt=opt, on_epoch_end=lambda _state: None, stop_requested=lambda: False)
-    _synchronize(device)
+    synchronize(device)
     return Epoch(time.perf_counter() - start, state.history[-1]["val/acc"])
 
 
-def _baseline_epoch(
+def baseline_epoch(
     factory: ModelFactory, data: Data, floats: tuple[FloatSplit, FloatSplit], opt: OptimisationCfg, device: torch.device
 ) -> Epoch:
     """The minimal loop: index a batch, forward, backward, step; then the validation loss and accuracy."""
     train, val = floats
-    model, optimizer, generator = _start(factory, data, opt, device)
+    model, optimizer, generator = initial_state(factory, data, opt, device)
     start = time.perf_counter()
     model.train()
     order = torch.randperm(len(train.labels), generator=generator).to(device)
@@ -162,16 +165,23 @@ def _baseline_epoch(
             loss_sum += F.cross_entropy(logits, val.labels[i : i + EVAL_BATCH_SIZE], reduction="sum")
             correct += (logits.argmax(dim=1) == val.labels[i : i + EVAL_BATCH_SIZE]).sum()
     val_acc, _val_loss = correct.item() / len(val.labels), loss_sum.item() / len(val.labels)
-    _synchronize(device)
+    synchronize(device)
     return Epoch(time.perf_counter() - start, val_acc)
 
 
-def _synchronize(device: torch.device) -> None:
+def describe(optimizer: Optimizer) -> str:
+    """The optimiser's class and implementation, e.g. `AdamW (fused)`."""
+    group = optimizer.param_groups[0]
+    implementation = "fused" if group.get("fused") else "foreach" if group.get("foreach") else "PyTorch's default"
+    return f"{type(optimizer).__name__} ({implementation})"
+
+
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     return machine()

@@ -62,7 +62,7 @@ class StartCheck(Callback):
             refuse_credentials(resolved, [*overrides, *_overrides(config, "hydra")])
             _refuse_slurm_without_slurm(config)
             if "Optuna" in str(config.hydra.sweeper.get("_target_", "")):
-                check_sweeper_settings(config.hydra.sweeper, overrides)
+                check_sweeper_settings(config.hydra.sweeper, overrides, Path(config.hydra.runtime.cwd))
 
 
 class SweepContinuation(Callback):

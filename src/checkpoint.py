@@ -23,9 +23,18 @@ from src.paths import shown
 
 if TYPE_CHECKING:
     from src.data import Data
+    from src.distributed import World
     from src.training import Metrics, TrainingState
 
-__all__ = ["CHECKPOINT_FILE", "Checkpoint", "claim_output_dir", "how_to_continue", "plural"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "Checkpoint",
+    "changed_settings",
+    "claim_output_dir",
+    "how_to_continue",
+    "plain_config",
+    "plural",
+]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -37,6 +46,12 @@ MAY_CHANGE_ON_RESUME = ("gpu", "wandb.", "dm.root", "dm.download")
 CONTENTS = {"config", "data", "model", "optimizer", "epoch", "step", "history", "rng", "wandb_id"}
 
 
+def _one_process() -> World:
+    from src.distributed import ONE_PROCESS  # it imports torch, which `--help` must not wait for
+
+    return ONE_PROCESS
+
+
 @dataclass(eq=False, kw_only=True)
 class Checkpoint:
     """The checkpoint of one run. Made before training, it reads the checkpoint that a stopped run left,
@@ -45,6 +60,8 @@ class Checkpoint:
 
     path: Path
     config: dict[str, Any]  # the resolved config: a checkpoint is only continued with the same one
+    # The processes that train the run: rank 0 writes the checkpoint, every one reads it.
+    world: World = field(default_factory=_one_process)
     wandb_id: str | None = None  # the W&B run to continue, if any; set when W&B starts
     data: dict[str, str] | None = None  # the data's source and fingerprint; set by `bind_data()`
     _saved: dict[str, Any] | None = field(default=None, init=False, repr=False)  # what `restore()` loads
@@ -53,11 +70,18 @@ class Checkpoint:
         if not self.path.exists():
             return
         saved = _read(self.path)
-        changes = _changes(saved["config"], _plain(self.config))
+        changes = changed_settings(saved["config"], plain_config(self.config))
         if changes:
             raise UserError(
                 f"{shown(self.path)} is the checkpoint of a run with other settings ({'; '.join(changes)}); "
                 "continue it with the settings it was started with, or choose another output directory."
+            )
+        saved_size = len(saved["rng"]["processes"])
+        if saved_size != self.world.size:
+            raise UserError(
+                f"{shown(self.path)} is the checkpoint of a run of {saved_size} process(es), each with its own random "
+                f"state; continue it with {saved_size} (hydra.launcher.tasks_per_node times hydra.launcher.nodes), "
+                f"not {self.world.size}, or choose another output directory."
             )
         self._saved, self.wandb_id = saved, saved["wandb_id"]
 
@@ -74,24 +98,34 @@ class Checkpoint:
             )
 
     def save(self, state: TrainingState) -> None:
-        """Replace the checkpoint atomically: if saving fails, or the process dies, the previous one stays."""
+        """Replace the checkpoint atomically: if saving fails, or the process dies, the previous one stays.
+        In a distributed run every process calls it, and it returns once rank 0 has saved."""
+        import torch
+
+        # Every random number that training draws: the batch order from the generator (the same in every
+        # process), dropout (and the initialisation, already done) from torch's global generators, in each.
+        processes = self.world.gather(
+            {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            }
+        )
+        if self.world.is_main:
+            self._write(state, processes)
+        self.world.wait_for_all()
+
+    def _write(self, state: TrainingState, processes: list[dict[str, Any]]) -> None:
         import torch
 
         contents = {
-            "config": _plain(self.config),
+            "config": plain_config(self.config),
             "data": self.data,
             "model": state.model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "epoch": state.epoch,
             "step": state.step,
             "history": state.history,
-            # Every random number that training draws: the batch order from the generator, dropout
-            # (and the initialisation, already done) from torch's global generators.
-            "rng": {
-                "batch_order": state.generator.get_state(),
-                "cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            },
+            "rng": {"batch_order": state.generator.get_state(), "processes": processes},
             "wandb_id": self.wandb_id,
         }
         try:
@@ -124,9 +158,10 @@ class Checkpoint:
         state.optimizer.load_state_dict(saved["optimizer"])
         state.epoch, state.step, state.history = saved["epoch"], saved["step"], saved["history"]
         state.generator.set_state(saved["rng"]["batch_order"])
-        torch.set_rng_state(saved["rng"]["cpu"])
-        if saved["rng"]["cuda"] and torch.cuda.is_available():  # a GPU run may continue on the CPU
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"][: torch.cuda.device_count()])
+        rng = saved["rng"]["processes"][self.world.rank]
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] and torch.cuda.is_available():  # a GPU run may continue on the CPU
+            torch.cuda.set_rng_state_all(rng["cuda"][: torch.cuda.device_count()])
         log.info(
             f"Continuing from {shown(self.path)}: {plural(state.epoch, 'epoch')} and {plural(state.step, 'step')} done."
         )
@@ -191,13 +226,14 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _plain(config: dict[str, Any]) -> dict[str, Any]:
+def plain_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config as plain values (paths and enums as strings), as a checkpoint stores it."""
     return json.loads(json.dumps(config, default=str))
 
 
-def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The settings that differ between two configs, as `key: old -> new`, but for MAY_CHANGE_ON_RESUME."""
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The settings that differ between two configs, as `key: old -> new`, but for MAY_CHANGE_ON_RESUME (a
+    stored Optuna study is bound to its settings in the same way: src/optuna_study.py)."""
     old, new = _flatten(old), _flatten(new)
     return [
         f"{key}: {old.get(key)} -> {new.get(key)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -53,7 +54,46 @@ class OptimisationCfg:
             )
 
     def build(self, params: Iterable[Tensor]) -> Optimizer:
-        """Build the optimiser for the given parameters."""
+        """Build the optimiser for the given parameters, in its fastest implementation for their device:
+        the fused one (one pass over the weights per step instead of several) where the optimiser has
+        one for that device, else PyTorch's choice (the foreach one on GPUs). An explicit `fused` or
+        `foreach` in `optimizer_kwargs` wins."""
+        optimizer_cls = self._optimizer_cls()
+        params = list(params)
+        kwargs = self.optimizer_kwargs or {}
+
+        def make(tensors: list[Tensor], **implementation: bool) -> Optimizer:
+            settings = kwargs | implementation
+            return optimizer_cls(tensors, lr=self.lr, weight_decay=self.weight_decay, **settings)
+
+        try:
+            optimizer = make(params, **self._fastest_implementation(make, params))
+        except (TypeError, ValueError) as error:
+            raise UserError(f"opt.optimizer_kwargs={kwargs} do not fit {self.optimizer_cls}: {error}") from None
+        optimizer.register_load_state_dict_pre_hook(_keep_implementation)
+        return optimizer
+
+    def _fastest_implementation(self, make: Callable[..., Optimizer], params: list[Tensor]) -> dict[str, bool]:
+        """`{"fused": True}` where the optimiser has a fused kernel for the parameters' device; else nothing
+        (PyTorch's choice), and nothing where `optimizer_kwargs` chooses."""
+        kwargs = self.optimizer_kwargs or {}
+        if not params:
+            return {}
+        if kwargs.get("fused"):  # it would fail at the first step where there is no such kernel: say so now
+            problem = _why_not_fused(make, params[0])
+            if problem is not None:
+                raise UserError(
+                    f"opt.optimizer_kwargs={kwargs}: {self.optimizer_cls} cannot be fused here ({problem}); "
+                    "leave `fused` out to get the fastest implementation there is."
+                )
+            return {}
+        takes_fused = "fused" in inspect.signature(self._optimizer_cls()).parameters
+        if "foreach" in kwargs or "fused" in kwargs or not takes_fused:
+            return {}
+        return {"fused": True} if _why_not_fused(make, params[0]) is None else {}
+
+    def _optimizer_cls(self) -> Callable[..., Optimizer]:
+        """The class that `optimizer_cls` names; an error if it names no optimiser."""
         from torch.optim import Optimizer
 
         module_name, _, class_name = self.optimizer_cls.rpartition(".")
@@ -66,10 +106,35 @@ class OptimisationCfg:
                 f"opt.optimizer_cls={self.optimizer_cls} is not an optimiser class; "
                 "use a dotted path such as torch.optim.SGD."
             )
-        kwargs = self.optimizer_kwargs or {}
         # Subclasses take `lr` and `weight_decay`, which the base class's signature does not show.
-        build_optimizer = cast(Callable[..., Optimizer], optimizer_cls)
-        try:
-            return build_optimizer(params, lr=self.lr, weight_decay=self.weight_decay, **kwargs)
-        except (TypeError, ValueError) as error:  # an unknown argument; a value out of range
-            raise UserError(f"opt.optimizer_kwargs={kwargs} do not fit {self.optimizer_cls}: {error}") from None
+        return cast(Callable[..., Optimizer], optimizer_cls)
+
+
+def _why_not_fused(make: Callable[..., Optimizer], param: Tensor) -> str | None:
+    """Why `make(params, fused=True)` cannot step on `param`'s device and dtype, or None if it can
+    (settings that fit no implementation raise their TypeError or ValueError).
+
+    Only a step tells: PyTorch's optimisers check the device at their first step, not when they are
+    built, and the devices differ between optimisers (Adagrad's fused kernel is for the CPU only). So
+    one step is taken on a one-element parameter of the same device and dtype.
+    """
+    import torch
+
+    probe = torch.zeros(1, device=param.device, dtype=param.dtype, requires_grad=True)
+    probe.grad = torch.ones_like(probe)
+    try:
+        make([probe], fused=True).step()
+    except RuntimeError as error:  # no fused kernel here, or settings that exclude one (`differentiable`)
+        return str(error).splitlines()[0]
+    return None
+
+
+def _keep_implementation(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A `load_state_dict` pre-hook: keep the implementation chosen for this device. The saved state names
+    the one it was saved with, which may have no kernel here (a run saved on the CPU with fused Adagrad
+    may continue on a GPU)."""
+    groups = [
+        saved | {key: current[key] for key in ("fused", "foreach") if key in current}
+        for saved, current in zip(state_dict["param_groups"], optimizer.param_groups, strict=False)
+    ]
+    return state_dict | {"param_groups": groups}

@@ -1,24 +1,27 @@
 """The Optuna sweeper's settings, checked before the sweep starts (by src.callbacks.StartCheck).
 
 The plugin's sweeper takes them as they come, and a wrong one ends the sweep in a traceback: from a
-division by zero (`n_jobs=0`), from Optuna (`direction`, an empty search range) or SQLAlchemy
-(`storage`); or it ends with nothing (`n_trials=0`).
+division by zero (`n_jobs=0`), from Optuna (`direction`, an empty search range) or from the file system
+(`storage` in a folder that does not exist); or it ends with nothing (`n_trials=0`).
 """
 
+from pathlib import Path
 from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
+from src.optuna_study import storage_file
 
 __all__ = ["check_sweeper_settings"]
 
 DIRECTIONS = ("maximize", "minimize")
 
 
-def check_sweeper_settings(sweeper: DictConfig, overrides: list[str]) -> None:
+def check_sweeper_settings(sweeper: DictConfig, overrides: list[str], cwd: Path) -> None:
     """Refuse settings of `hydra.sweeper` (an Optuna sweeper's) with which the sweep cannot run, and a
-    search space, from its `params` and the command line's `overrides`, that Optuna cannot sample."""
+    search space, from its `params` and the command line's `overrides`, that Optuna cannot sample; `cwd`:
+    where the sweep starts, from which the study's file is found."""
     for key in ("n_trials", "n_jobs"):
         if sweeper[key] < 1:
             raise UserError(f"hydra.sweeper.{key}={sweeper[key]} must be 1 or more.")
@@ -32,7 +35,7 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str]) -> None:
     params = {**cast(dict[str, str], OmegaConf.to_container(sweeper.params or {})), **_keyed(overrides)}
     _check_search_space(params, grid=grid)
     if sweeper.storage is not None:
-        _check_storage(str(sweeper.storage))
+        storage_file(str(sweeper.storage), cwd)
 
 
 def _check_direction(direction: Any) -> None:
@@ -66,22 +69,6 @@ def _check_search_space(params: dict[str, str], *, grid: bool) -> None:
                     f"the search space {key}={value} is continuous, and hydra/sweeper/sampler=grid needs a finite "
                     "set of values: give it choice(...) or range(...), or use another sampler."
                 )
-
-
-def _check_storage(url: str) -> None:
-    """Open the study's database as Optuna will (it creates an SQLite file that is missing)."""
-    import sqlalchemy
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        with sqlalchemy.create_engine(url).connect():
-            pass
-    except (SQLAlchemyError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0]
-        raise UserError(
-            f"hydra.sweeper.storage={url} cannot be opened ({reason}); give a database URL such as "
-            "sqlite:///study.db, in a folder that exists."
-        ) from None
 
 
 def _keyed(overrides: list[str]) -> dict[str, str]:

@@ -1,70 +1,302 @@
-"""The Optuna sweeper, extended to continue an interrupted study when the same command runs again.
+"""Our Optuna sweeper: the plugin's settings and search space, run so that no slot waits, as one study that
+several sweep processes can share, with trials that the study's pruner can stop.
 
-With a stored study (`storage` and `study_name` set), the plugin's sweeper loads the study and
-then runs `n_trials` *more* trials; and the trials that a killed sweep was running stay RUNNING
-for ever. Here `n_trials` is the size of the whole study instead: the trials already finished
-count towards it, so that a killed sweep, run again, ends as if it had never stopped, and a
-finished one, run again, only reports its best trial.
+The plugin's sweeper asks Optuna for `n_jobs` trials, hands them to the launcher as one batch, and tells
+Optuna their results when the whole batch has returned: a slot whose trial ends first waits for the
+slowest, and a sweep killed in mid-batch loses the results that the batch had already finished. Here each
+of `n_jobs` slots asks for one trial, launches it as a batch of one, and asks for the next as soon as the
+study has the trial's result, which the job records itself (src/optuna_trial.py).
+
+`n_trials` is the size of the whole study (src/optuna_study.py), however many commands and sweep processes
+it takes: a killed sweep, run again, ends as if it had never stopped (the trials it was running run again,
+with the same parameters), a finished one only reports its best trial, and sweep processes pointed at the
+same study (one per SLURM allocation, say) run its trials between them. Job directory N holds trial N,
+which is how the job finds its trial in the study (src/optuna_trial.py).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
+from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
-__all__ = ["INTERRUPTED", "ResumableOptunaSweeper"]
+from src.errors import UserError
+from src.optuna_config import PRUNER_TARGETS
+from src.optuna_study import HEARTBEAT_S, Next, SharedStudy
+
+if TYPE_CHECKING:
+    import optuna
+    from hydra.plugins.launcher import Launcher
+    from optuna.distributions import BaseDistribution
+    from optuna.samplers import BaseSampler
+
+__all__ = ["ResumableOptunaSweeper"]
 
 log = logging.getLogger(__name__)
-INTERRUPTED = "interrupted"  # user attribute of the trials that a killed sweep left RUNNING
+RESULT_POLL_S = 0.5  # how often a slot looks in the study for the result of its trial's job
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
-    """Count the finished trials of a stored study towards `n_trials`.
+    """The plugin's sweeper (whose `self.sweeper` holds the settings and the search-space helpers), with
+    our loop of trials instead of its batches, and a `pruner` (src/optuna_config.py)."""
 
-    Finished trials are those that completed or failed. Trials left RUNNING by a sweep that died
-    are marked FAIL (as Optuna's own heartbeat does with stale trials) and `interrupted`, and do
-    not count: their configurations were never evaluated. This assumes that one sweep at a time
-    works on a study, which is how the plugin is used: parallelism comes from the launcher.
-    """
+    def __init__(self, *, pruner: DictConfig, **plugin_settings: Any) -> None:
+        super().__init__(**plugin_settings)
+        self.pruner = pruner
 
     @override
     def sweep(self, arguments: list[str]) -> None:
-        plugin = self.sweeper  # the plugin's implementation, which holds the settings
-        if plugin.storage is not None and plugin.study_name is not None:
-            finished, trials = _finish_interrupted_trials(plugin.storage, plugin.study_name)
-            remaining = max(plugin.n_trials - finished, 0)
-            if trials:
-                log.info(
-                    f"Continuing study {plugin.study_name} in {plugin.storage}: {finished} of its "
-                    f"n_trials={plugin.n_trials} trials are finished; running the remaining {remaining}."
-                )
-            plugin.n_trials = remaining
-            # Number the jobs after the trials: job directory N holds trial N, and a fixed
-            # `hydra.sweep.dir` is added to rather than overwritten.
-            plugin.job_idx = trials
-            # The plugin writes optimization_results.yaml there; with no trial to run, no launcher creates it.
-            Path(plugin.sweep_dir).mkdir(parents=True, exist_ok=True)
-        super().sweep(arguments)
+        try:
+            self._sweep(arguments)
+        except UserError as error:
+            sys.exit(f"Error: {error}")
+
+    def _sweep(self, arguments: list[str]) -> None:
+        from hydra.utils import instantiate
+        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+        plugin = self.sweeper
+        config, launcher = plugin.config, plugin.launcher
+        assert config is not None and launcher is not None, "setup() comes first"
+        self._check_settings()
+        # The plugin's own helpers turn `params` and the command line's sweeps into Optuna distributions.
+        plugin._process_searchspace_config()  # pyright: ignore[reportPrivateUsage]
+        params = [*plugin._parse_sweeper_params_config(), *arguments]  # pyright: ignore[reportPrivateUsage]
+        search_space, fixed_params, fixed_overrides = create_params_from_overrides(params)
+        for name in fixed_params:  # a parameter searched in `params` but fixed on the command line
+            search_space.pop(name, None)
+        sampler, n_trials = self._sampler(search_space)
+        directions: list[str] = plugin._get_directions()  # pyright: ignore[reportPrivateUsage]
+        fixed = [*(f"{name}={value}" for name, value in fixed_params.items()), *fixed_overrides]
+
+        study = SharedStudy.open(
+            storage=plugin.storage,
+            cwd=Path(config.hydra.runtime.cwd),
+            name=plugin.study_name,
+            sampler=sampler,
+            pruner=instantiate(self.pruner, _execution_whitelist_=PRUNER_TARGETS),
+            directions=directions,
+        )
+        where = "memory" if plugin.storage is None else str(plugin.storage)
+        study.bind(self._settings(fixed, search_space), search_space, directions, where=where)
+        # The basic launcher runs each job in this process: one at a time.
+        slots = plugin.n_jobs if isinstance(launcher, BaseSubmititLauncher) else 1
+        log.info(
+            f"Study {study.study.study_name} in {where} ({type(study.study.sampler).__name__}, "
+            f"{type(study.study.pruner).__name__}, {' and '.join(directions)}): {study.progress(n_trials)}; "
+            f"trials run {slots} at a time."
+        )
+        Path(plugin.sweep_dir).mkdir(parents=True, exist_ok=True)  # for the results, even with no trial to run
+
+        def overrides(trial: optuna.Trial) -> Sequence[str]:
+            return plugin._configure_trials([trial], search_space, fixed_params, fixed_overrides)[0]  # pyright: ignore[reportPrivateUsage]
+
+        trials = _Trials(study, launcher, overrides, n_trials, plugin.max_failure_rate, len(directions))
+        with study.heartbeat():
+            try:
+                trials.run(slots)
+            except BaseException:
+                study.give_up_mine()  # Ctrl-C, or a job that stopped the sweep: they run again next time
+                raise
+        self._report_best(study.study, directions)
+
+    def _sampler(self, search_space: dict[str, BaseDistribution]) -> tuple[BaseSampler, int]:
+        """The sampler, and the number of trials: a GridSampler, which needs the search space (the plugin
+        leaves it as its class with its settings), has no more trials than its grid has points."""
+        from optuna.samplers import GridSampler
+
+        plugin = self.sweeper
+        sampler = cast("BaseSampler | functools.partial[BaseSampler]", plugin.sampler)  # pyright: ignore[reportUnknownMemberType]
+        if not isinstance(sampler, functools.partial):
+            return sampler, plugin.n_trials
+        assert sampler.func is GridSampler
+        grid = {name: plugin._to_grid_sampler_choices(d) for name, d in search_space.items()}  # pyright: ignore[reportPrivateUsage]
+        return sampler(grid), min(plugin.n_trials, math.prod(len(values) for values in grid.values()))
+
+    def _check_settings(self) -> None:
+        """Refuse, before the study is created or loaded, settings with which the sweep cannot work: the one
+        place where the sweeper's settings are checked."""
+        plugin = self.sweeper
+        if self.pruner._target_ != "optuna.pruners.NopPruner" and (plugin.storage is None or plugin.study_name is None):
+            raise UserError(
+                f"hydra.sweeper.pruner={self.pruner._target_} needs a stored study, where each job reports to its "
+                "trial: set hydra.sweeper.storage and hydra.sweeper.study_name."
+            )
+
+    def _settings(self, fixed: list[str], search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """What the study is bound to: the jobs' config, with the overrides every trial gets, but for the
+        searched parameters."""
+        from src.checkpoint import plain_config
+        from src.credentials import refuse_credentials
+
+        plugin = self.sweeper
+        assert plugin.hydra_context is not None and plugin.config is not None, "setup() comes first"
+        config = plugin.hydra_context.config_loader.load_sweep_config(plugin.config, fixed)
+        task = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
+        settings = plain_config(cast(dict[str, Any], OmegaConf.to_container(task, resolve=True)))
+        refuse_credentials(settings)  # the study stores them
+        for name in search_space:
+            *parents, leaf = name.lstrip("+").split(".")
+            node = functools.reduce(lambda node, key: node.get(key, {}), parents, settings)
+            node.pop(leaf, None)
+        return settings
+
+    def _report_best(self, study: optuna.Study, directions: list[str]) -> None:
+        """Log the best trial (or the Pareto front) and write it to `optimization_results.yaml`, as the plugin does."""
+        results: dict[str, Any] = {"name": "optuna"}
+        if len(directions) == 1:
+            try:
+                best = study.best_trial
+            except ValueError:  # no trial completed
+                raise UserError(
+                    f"no trial of the study {study.study_name} has completed: the job directories' logs say why."
+                ) from None
+            results |= {"best_params": best.params, "best_value": best.value}
+            log.info(f"Best parameters: {best.params}")
+            log.info(f"Best value: {best.value}")
+        else:
+            results["solutions"] = [{"params": trial.params, "values": trial.values} for trial in study.best_trials]
+            log.info(f"Number of Pareto solutions: {len(study.best_trials)}")
+            for trial in study.best_trials:
+                log.info(f"    Values: {trial.values}, Params: {trial.params}")
+        OmegaConf.save(OmegaConf.create(results), Path(self.sweeper.sweep_dir) / "optimization_results.yaml")
 
 
-def _finish_interrupted_trials(storage_url: str, study_name: str) -> tuple[int, int]:
-    """Mark the study's RUNNING trials as interrupted failures; return its finished and all trials."""
-    import optuna  # here, not at the top: main.py imports this module for every run, even `--help`
-    from optuna.trial import TrialState
+@dataclass(eq=False)
+class _Trials:
+    """Runs the study's trials in slots, each starting the next trial as soon as its own has its result.
 
-    storage = optuna.storages.RDBStorage(storage_url)
+    With a launcher that runs each job in a process of its own (submitit's, locally or on SLURM), a slot is
+    a thread that launches one trial after another, and is free as soon as the job has recorded its result
+    in the study (src/optuna_trial.py), while the job's process still ends. The basic launcher runs the job
+    in this process: one trial at a time, in this thread, the only one that gets signals (Ctrl-C)."""
+
+    study: SharedStudy
+    launcher: Launcher
+    overrides: Callable[[optuna.Trial], Sequence[str]]  # the overrides of a trial's job
+    n_trials: int
+    max_failure_rate: float  # the share of jobs that may fail (raise) before the sweep stops
+    n_objectives: int
+    told: int = 0
+    failed: list[JobReturn] = field(default_factory=list[JobReturn])
+    error: BaseException | None = None  # what stopped a slot
+    waiting_logged: bool = False
+    _jobs: list[threading.Thread] = field(default_factory=list[threading.Thread])  # trials launched by slots
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, slots: int) -> None:
+        if not isinstance(self.launcher, BaseSubmititLauncher):
+            self._slot(self._run)
+        else:
+            threads = [
+                threading.Thread(target=self._catching, args=(self._slot, self._start), name=f"slot {n}", daemon=True)
+                for n in range(slots)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            for job in self._jobs:  # the last jobs still end: their results, their files for the summary
+                job.join()
+            if self.error is not None:
+                raise self.error
+        if self._too_many_failures():
+            log.error(
+                f"{len(self.failed)} of the {self.told} trials run failed, more than "
+                f"max_failure_rate={self.max_failure_rate}."
+            )
+            _ = self.failed[-1].return_value  # raises the job's error, with its traceback
+
+    def _slot(self, run: Callable[[optuna.Trial], None]) -> None:
+        while self.error is None and not self._too_many_failures():
+            trial = self.study.next_trial(self.n_trials)
+            if trial is Next.DONE:
+                return
+            if trial is Next.WAIT:
+                self._log_waiting()
+                time.sleep(HEARTBEAT_S)
+                continue
+            run(trial)
+
+    def _start(self, trial: optuna.Trial) -> None:
+        """Launch the trial in a thread of its own; return once the study has its result."""
+        job = threading.Thread(
+            target=self._catching, args=(self._run, trial), name=f"trial {trial.number}", daemon=True
+        )
+        with self._lock:
+            self._jobs.append(job)
+        job.start()
+        while job.is_alive() and not self.study.recorded(trial):
+            job.join(RESULT_POLL_S)
+
+    def _catching(self, function: Callable[[Any], None], argument: Any) -> None:
+        """`function(argument)` in a thread: what it raises stops the slots, and the sweep raises it."""
+        try:
+            function(argument)
+        except BaseException as error:
+            self.error = self.error or error
+
+    def _run(self, trial: optuna.Trial) -> None:
+        from optuna.trial import TrialState
+
+        try:
+            (job,) = self.launcher.launch([self.overrides(trial)], initial_job_idx=trial.number)
+        except Exception:  # a job that ended without a result (killed, lost), or a wrong search space
+            self.study.tell(trial, TrialState.FAIL)
+            raise
+        # Anything else (Ctrl-C, a job that exits) leaves the trial running: `give_up_mine()` puts it back.
+        try:
+            value = job.return_value
+        except Exception as error:  # the job raised
+            self.study.tell(trial, TrialState.FAIL)
+            log.warning(f"Trial {trial.number} failed: {error}")
+            with self._lock:
+                self.told += 1
+                self.failed.append(job)
+            return
+        try:
+            values = _objectives(value, self.n_objectives)
+        except ValueError as error:
+            self.study.tell(trial, TrialState.FAIL)
+            log.warning(f"Trial {trial.number} failed: {error}")
+        else:
+            self.study.tell(trial, TrialState.COMPLETE, values)
+        with self._lock:
+            self.told += 1
+
+    def _too_many_failures(self) -> bool:
+        with self._lock:
+            return bool(self.failed) and len(self.failed) / self.told > self.max_failure_rate
+
+    def _log_waiting(self) -> None:
+        with self._lock:
+            if self.waiting_logged:
+                return
+            self.waiting_logged = True
+        log.info("All trials of the study have started; waiting for those that other sweep processes run.")
+
+
+def _objectives(value: Any, n_objectives: int) -> list[float]:
+    """The job's return value as the study's objective values; ValueError if it is not one."""
     try:
-        study_id = storage.get_study_id_from_name(study_name)
-    except KeyError:
-        return 0, 0  # a new study: the plugin creates it
-    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        log.info(f"Trial {trial.number} of study {study_name} was interrupted: marked FAIL, not counted.")
-    trials = storage.get_all_trials(study_id, deepcopy=False)
-    finished = sum(trial.state.is_finished() and not trial.user_attrs.get(INTERRUPTED) for trial in trials)
-    return finished, len(trials)
+        values = [float(value)] if n_objectives == 1 else [float(item) for item in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"the job returned {value!r}, not {n_objectives} number(s).") from None
+    if len(values) != n_objectives:
+        raise ValueError(f"the job returned {len(values)} values for {n_objectives} objectives.")
+    if any(math.isnan(value) for value in values):
+        raise ValueError(f"the job returned {value!r}: NaN is no result.")
+    return values

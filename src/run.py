@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
@@ -18,15 +20,17 @@ from src.data import Data, DataModule, check_seed
 from src.errors import UserError
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
+from src.optuna_config import register_sweeper_configs
 from src.paths import shown
 from src.validation import checked_config
 from src.wandb_logging import WandbCfg
 
 if TYPE_CHECKING:
-    import torch
     from wandb.sdk.wandb_run import Run
 
     from src.checkpoint import Checkpoint
+    from src.distributed import World
+    from src.optuna_trial import StudyTrial
     from src.stopping import StopRequest
     from src.training import Metrics, TrainingState
 
@@ -64,6 +68,7 @@ def register_configs() -> None:
     cs.store(group="dm", name="celeba", node=CelebADataModule)
     cs.store(group="model", name="fcn", node=FcnFactory)
     cs.store(group="model", name="cnn", node=SimpleCNNFactory)
+    register_sweeper_configs()  # `hydra/sweeper/resumable_optuna`, which conf/hydra/sweeper/fcn_params.yaml extends
 
 
 def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], object] | None = None) -> float:
@@ -79,11 +84,16 @@ def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], o
 
     # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
     from src.checkpoint import CHECKPOINT_FILE, Checkpoint, claim_output_dir
+    from src.distributed import World
 
+    # One process, or one of the tasks of a submitit job that trains this run together (src/distributed.py).
+    world = World.of_this_task()
+    world.log_from_main_only()
     output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a caller of `run()` may not have
-    with claim_output_dir(output_dir):
+    # Rank 0 claims the directory for the run, whose other processes work in it too.
+    with claim_output_dir(output_dir) if world.is_main else nullcontext():
         # A checkpoint here of a run with other settings stops this one before the data is prepared.
-        checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config)
+        checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config, world=world)
         metrics_file = output_dir / METRICS_FILE
         if metrics_file.exists() and not metrics_file.is_file():
             raise UserError(f"{shown(metrics_file)} is not a file: move it away, so that the run can write it.")
@@ -96,22 +106,21 @@ def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], o
             )
             return recorded["val/acc"]
         log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
-        accepted = on_accepted or (lambda: None)
+        # Hydra's record of the run (.hydra/) is rank 0's to write, as everything else in the output directory.
+        accepted = on_accepted if on_accepted is not None and world.is_main else lambda: None
         try:
-            data, state = _prepare(cfg, checkpoint)
-            wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+            data, state = _prepare(cfg, checkpoint, world)
+            trial, wandb_run = _reporters(cfg, logged_config, data, state, checkpoint=checkpoint, world=world)
         except UserError:
             raise  # refused: the output directory stays as it was
         except Exception:
             accepted()  # not refused but failed, as a run can fail while it trains: recorded, to be run again
             raise
-        if wandb_run is not None:
-            checkpoint.wandb_id = wandb_run.id
         accepted()
-        return _train_and_record(cfg, data, state, checkpoint, wandb_run=wandb_run, output_dir=output_dir)
+        return _train_and_record(cfg, data, state, checkpoint, trial=trial, wandb_run=wandb_run, world=world)
 
 
-def _prepare(cfg: Config, checkpoint: Checkpoint) -> tuple[Data, TrainingState]:
+def _prepare(cfg: Config, checkpoint: Checkpoint, world: World) -> tuple[Data, TrainingState]:
     """The data, and the model and optimiser as the checkpoint left them (if any); refused if they would not
     fit in memory, or if the checkpoint is of other data."""
     import torch
@@ -120,7 +129,8 @@ def _prepare(cfg: Config, checkpoint: Checkpoint) -> tuple[Data, TrainingState]:
     from src.training import TrainingState, check_batch_sizes
 
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
-    device = _device(cfg.gpu)
+    _use_deterministic_kernels()
+    device = world.device(cfg.gpu)
     check_data_and_weights_fit(cfg.dm, cfg.model, device)
     data = cfg.dm.build(seed=cfg.seed)
     checkpoint.bind_data(data)
@@ -128,7 +138,7 @@ def _prepare(cfg: Config, checkpoint: Checkpoint) -> tuple[Data, TrainingState]:
     batch_size = min(cfg.opt.batch_size, len(data.train))
     check_batch_sizes(model, num_train=len(data.train), batch_size=batch_size)
     check_batch_fits(model, data.input_shape, batch_size=batch_size, device=device, data_bytes=cfg.dm.memory_needed())
-    model = model.to(device)
+    model = world.prepare(model.to(device), device, seed=cfg.seed)
     log.info(f"Model architecture:\n{model}")
     state = TrainingState(
         model=model,
@@ -140,38 +150,74 @@ def _prepare(cfg: Config, checkpoint: Checkpoint) -> tuple[Data, TrainingState]:
 
 
 def _train_and_record(
-    cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, *, wandb_run: Run | None, output_dir: Path
+    cfg: Config,
+    data: Data,
+    state: TrainingState,
+    checkpoint: Checkpoint,
+    *,
+    trial: StudyTrial | None,
+    wandb_run: Run | None,
+    world: World,
 ) -> float:
-    """Train and test, then write metrics.json; the validation accuracy. A signal that stops training ends
-    the run here, once its checkpoint and metrics.json (status "interrupted") are saved."""
+    """Train and test, then write metrics.json (rank 0); the validation accuracy. A signal that stops training
+    ends the run here, once its checkpoint and metrics.json (status "interrupted") are saved."""
     from src.atomic_write import write_atomically
     from src.checkpoint import how_to_continue
     from src.stopping import INTERRUPTED, stop_on_signals
 
+    device = next(state.model.parameters()).device
     exit_code = 1  # what W&B records if training raises
     try:
-        with stop_on_signals() as stop:
-            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop)
+        with stop_on_signals() as stop, world.joined(device):
+            metrics = _train_and_test(cfg, data, state, checkpoint, wandb_run, stop=stop, trial=trial, world=world)
         exit_code = INTERRUPTED if metrics is None else 0
     finally:
         if wandb_run is not None:
             wandb_run.finish(exit_code=exit_code)
+    status = "interrupted" if metrics is None else "pruned" if trial is not None and trial.pruned else "finished"
+    if trial is not None and metrics is not None and status == "finished":
+        trial.complete(metrics["val/acc"])  # in the study now, whatever happens to the sweep
+    output_dir = checkpoint.path.parent
     metrics_file = output_dir / METRICS_FILE
-    status = "interrupted" if metrics is None else "finished"
-    record = {"status": status, "data_source": data.source, "metrics": metrics or {}}
+    record = {"status": status, "epoch": state.epoch, "data_source": data.source, "metrics": metrics or {}}
     # allow_nan=False: strict JSON, which training guarantees by stopping at a loss that is not finite.
     text = json.dumps(record, indent=2, allow_nan=False)
     try:
-        write_atomically(metrics_file, lambda file: file.write(text.encode() + b"\n"))
+        if world.is_main:
+            write_atomically(metrics_file, lambda file: file.write(text.encode() + b"\n"))
     except OSError as error:
         raise UserError(
             f"could not write {shown(metrics_file)} ({error}); the checkpoint is saved: make room, then to "
             f"continue, {how_to_continue(output_dir)}"
         ) from None
     if metrics is None:
-        stop.end_run(checkpoint.path, output_dir)
+        stop.end_run(checkpoint.path, output_dir, world)
     log.info(f"Final val/acc={metrics['val/acc']:.4f} (all metrics: {shown(metrics_file)})")
     return metrics["val/acc"]
+
+
+def _reporters(
+    cfg: Config,
+    logged_config: dict[str, Any],
+    data: Data,
+    state: TrainingState,
+    *,
+    checkpoint: Checkpoint,
+    world: World,
+) -> tuple[StudyTrial | None, Run | None]:
+    """What the run reports to beyond its output directory: its Optuna trial, if it is one, and its W&B run,
+    if W&B is on. Rank 0's alone: one trial and one W&B run, however many processes train the run."""
+    if not world.is_main:
+        return None, None
+    from src.optuna_trial import this_jobs_trial
+
+    # None unless this run is a trial of an Optuna study (src/optuna_sweeper.py); a trial that continues
+    # reports the epochs that its stopped run saved but did not report.
+    trial = this_jobs_trial(state.history)
+    wandb_run = cfg.wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+    if wandb_run is not None:
+        checkpoint.wandb_id = wandb_run.id
+    return trial, wandb_run
 
 
 def _finished_metrics(metrics_file: Path) -> Metrics | None:
@@ -184,23 +230,49 @@ def _finished_metrics(metrics_file: Path) -> Metrics | None:
 
 
 def _train_and_test(
-    cfg: Config, data: Data, state: TrainingState, checkpoint: Checkpoint, wandb_run: Run | None, *, stop: StopRequest
+    cfg: Config,
+    data: Data,
+    state: TrainingState,
+    checkpoint: Checkpoint,
+    wandb_run: Run | None,
+    *,
+    stop: StopRequest,
+    trial: StudyTrial | None,
+    world: World,
 ) -> Metrics | None:
-    """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics,
-    or None if a signal stopped training (after saving a checkpoint, to be continued)."""
+    """Train from `state`, saving a checkpoint after each epoch, then test; return the final metrics, those of
+    the last epoch if the study's pruner stopped the trial, or None if a signal stopped training (after saving
+    a checkpoint, to be continued)."""
     from src.training import check_finite, evaluate, fit
 
+    # Whether the study's pruner stopped the trial. Rank 0 alone reports to the study (`trial` is None in the
+    # other processes); its pruner's word stops them all.
+    pruned = world.max(trial is not None and trial.pruned) == 1
+
     def end_epoch(state: TrainingState) -> None:
+        nonlocal pruned
         log.info(f"Epoch {state.epoch}/{cfg.opt.epochs}: {_summary(state.history[-1], 'val')}")
         if wandb_run is not None:
             wandb_run.log(state.history[-1] | {"epoch": state.epoch})
         checkpoint.save(state)
+        if trial is not None:
+            trial.report(state.history)  # after saving: a pruned trial's checkpoint holds its last epoch
+        pruned = world.max(trial is not None and trial.pruned) == 1
 
-    fit(state, data, opt=cfg.opt, on_epoch_end=end_epoch, stop_requested=lambda: stop.requested)
-    if state.epoch < cfg.opt.epochs:  # stopped by a signal, within an epoch
+    fit(
+        state,
+        data,
+        opt=cfg.opt,
+        on_epoch_end=end_epoch,
+        stop_requested=lambda: stop.agree(world) or pruned,
+        world=world,
+    )
+    if pruned:
+        return state.history[-1]
+    if state.epoch < cfg.opt.epochs:  # stopped by a signal
         checkpoint.save(state)
         return None
-    test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test")
+    test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test", world=world)
     check_finite(test_metrics, "on the test set")
     log.info(f"Test: {_summary(test_metrics, 'test')}")
     if wandb_run is not None:
@@ -214,18 +286,14 @@ def _summary(metrics: dict[str, float], prefix: str) -> str:
     return " ".join(f"{name}={metrics[name]:.4f}" for name in names)
 
 
-def _device(gpu: int) -> torch.device:
-    """The CUDA device `gpu`, or the CPU when `gpu` is -1 or CUDA is not available."""
+def _use_deterministic_kernels() -> None:
+    """The same seed gives the same result on a GPU too, as on the CPU: PyTorch's deterministic kernels
+    (cuBLAS's need this workspace setting, read when CUDA first multiplies matrices), and a warning that
+    names any operation without one. New memory is not filled first, as this mode would by default: no
+    operation here reads memory it has not written, and filling costs a pass over every new buffer."""
     import torch
 
-    if gpu == -1:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        log.info("CUDA is not available; running on the CPU.")
-        return torch.device("cpu")
-    if gpu >= torch.cuda.device_count():
-        raise UserError(
-            f"gpu={gpu} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), "
-            f"0 to {torch.cuda.device_count() - 1}; use gpu=-1 for the CPU."
-        )
-    return torch.device("cuda", gpu)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # A property that the module defines at run time, unseen by type checkers.
+    torch.utils.deterministic.fill_uninitialized_memory = False  # pyright: ignore[reportAttributeAccessIssue]

@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -18,6 +18,8 @@ from src.paths import shown
 
 if TYPE_CHECKING:
     from types import FrameType
+
+    from src.distributed import World
 
 __all__ = ["INTERRUPTED", "SLURM_STOP_SIGNAL", "StopRequest", "stop_on_signals"]
 
@@ -32,17 +34,49 @@ SLURM_STOP_SIGNAL = signal.SIGUSR2
 class StopRequest:
     """Filled in by `stop_on_signals()` when a signal asks training to stop after the current step."""
 
-    requested: bool = False
-    # Set when SLURM's signal asked: submitit's handler, deferred until the checkpoint is saved. It
-    # requeues the job (which then continues from the checkpoint) and exits.
-    requeue: Callable[[], object] | None = None
+    cause: signal.Signals | None = None  # the signal that asked, once one has
+    # submitit's handler of SLURM's signal, where submitit installed one; deferred until the checkpoint is
+    # saved, it requeues the job (which then continues from the checkpoint) and exits.
+    slurm_handler: Callable[[int, FrameType | None], object] | None = None
+    _exchange: Callable[[], int] | None = field(default=None, init=False)  # see `agree()`
 
-    def end_run(self, checkpoint: Path, output_dir: Path) -> NoReturn:
+    @property
+    def requested(self) -> bool:
+        return self.cause is not None
+
+    @property
+    def requeue(self) -> Callable[[], object] | None:
+        """submitit's requeueing, when SLURM's signal asked to stop (and submitit handles it)."""
+        handler = self.slurm_handler
+        if self.cause is not SLURM_STOP_SIGNAL or handler is None:
+            return None
+        return lambda: handler(SLURM_STOP_SIGNAL, None)
+
+    def agree(self, world: World) -> bool:
+        """Whether training stops after this step. A signal may reach one process of a distributed run only
+        (a user's `kill`, or Ctrl-C where some ranks run elsewhere): here the processes tell each other which
+        signal, if any, each received, so that all stop after the same step. They exchange that during the
+        next step, which it then never holds up, and stop after it. SLURM's signal wins over Ctrl-C, so that
+        the job is requeued."""
+        if world.size == 1:
+            return self.requested
+        exchanged, self._exchange = self._exchange, world.start_max(self.cause or 0)
+        agreed = exchanged() if exchanged is not None else 0
+        if agreed:
+            self.cause = signal.Signals(agreed)
+        return agreed != 0
+
+    def end_run(self, checkpoint: Path, output_dir: Path, world: World) -> NoReturn:
         """End the run that this request stopped, once its checkpoint is saved."""
-        if self.requeue is not None:
+        if not world.is_main:
+            # Rank 0 requeues the job or says how to continue. Exit status 0: a SLURM cluster that ends a
+            # job when one of its tasks fails (KillOnBadExit) would otherwise stop rank 0 before it requeues.
+            raise SystemExit(0)
+        requeue = self.requeue
+        if requeue is not None:
             # The job starts again in this output directory, and so continues from the checkpoint.
             log.info(f"Stopped for SLURM (preemption or time limit): saved in {shown(checkpoint)}.")
-            self.requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
+            requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
         log.info(f"Interrupted: saved in {shown(checkpoint)}; to continue, {how_to_continue(output_dir)}")
         raise SystemExit(INTERRUPTED)
 
@@ -52,21 +86,18 @@ def stop_on_signals() -> Generator[StopRequest]:
     """Within this block the first Ctrl-C (SIGINT), and in a SLURM job that submitit started its stop
     signal, only fill in the yielded StopRequest, which training checks after each step to stop cleanly;
     a second one of either is handled at once, as usual."""
-    stop = StopRequest()
+    slurm_handler = signal.getsignal(SLURM_STOP_SIGNAL)
+    stop = StopRequest(slurm_handler=slurm_handler if callable(slurm_handler) else None)
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
         yield stop
         return
     previous = {signal.SIGINT: signal.getsignal(signal.SIGINT) or signal.default_int_handler}
-    slurm_handler = signal.getsignal(SLURM_STOP_SIGNAL)
     if callable(slurm_handler):  # submitit's; elsewhere the signal keeps its default action
         previous[SLURM_STOP_SIGNAL] = slurm_handler
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.requested = True
-        handler = previous[signal.Signals(signum)]
-        if signum == SLURM_STOP_SIGNAL and callable(handler):
-            stop.requeue = lambda: handler(signum, frame)
-        signal.signal(signum, handler)
+        stop.cause = signal.Signals(signum)
+        signal.signal(signum, previous[stop.cause])
 
     for signum in previous:
         signal.signal(signum, request_stop)

@@ -21,11 +21,10 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from optuna import Study
-    from optuna.storages import BaseStorage
 
     from src.sweep_summary import SeedGroup
 
-__all__ = ["configurations_figure", "draw_sweep", "study_figures", "study_storage"]
+__all__ = ["configurations_figure", "draw_sweep", "study_figures"]
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +115,13 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
     return figures
 
 
-def study_storage(url: str) -> BaseStorage:
-    """The storage of a study, as the sweeper's `storage` setting names it: a database URL, such as
-    `sqlite:///study.db`, or the path of an Optuna journal file, such as `study.log`."""
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in url:
-        return RDBStorage(url)
-    return JournalStorage(JournalFileBackend(url))
-
-
-def _load_study(name: str, url: str) -> Study:
+def _load_study(name: str, storage: str) -> Study:
     import optuna
 
-    return optuna.load_study(study_name=name, storage=study_storage(url))
+    from src.optuna_study import open_storage
+
+    # Hydra calls the callback that draws in the directory the sweep ran from, where `storage` is.
+    return optuna.load_study(study_name=name, storage=open_storage(storage, Path.cwd()))
 
 
 def _figure(axes: Axes) -> Figure:

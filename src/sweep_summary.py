@@ -22,6 +22,7 @@ METRIC = "val/acc"  # what `main()` returns, so what the sweepers optimise; high
 # The console tables show these; the CSV files have every metric of metrics.json.
 HEADLINE_METRICS = ("val/acc", "val/worst_group_acc", "test/acc", "test/worst_group_acc")
 SEED = "seed"
+FINISHED, PRUNED = "finished", "pruned"  # statuses in a job's metrics.json (src/run.py)
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,12 @@ class Job:
 
     name: str  # its output directory, relative to the sweep directory
     overrides: dict[str, str]  # its command-line overrides (given or chosen by the sweeper), key -> value
-    status: str  # finished, interrupted (Ctrl-C) or failed
-    metrics: dict[str, float]  # empty unless the job finished
+    status: str  # finished, pruned at epoch N (by an Optuna study's pruner), interrupted (Ctrl-C) or failed
+    metrics: dict[str, float]  # the final metrics; a pruned job's are those of its last epoch; else empty
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
 
 
 @dataclass(frozen=True)
@@ -43,11 +48,11 @@ class SeedGroup:
 
     @property
     def finished(self) -> int:
-        return sum(bool(job.metrics) for job in self.jobs)
+        return sum(job.finished for job in self.jobs)
 
     def values(self, metric: str) -> list[float]:
         """The metric of each finished job."""
-        return [job.metrics[metric] for job in self.jobs if metric in job.metrics]
+        return [job.metrics[metric] for job in self.jobs if job.finished and metric in job.metrics]
 
     def mean_std(self, metric: str) -> tuple[float | None, float | None]:
         """The mean of the metric over the finished jobs, and its sample standard deviation; None where
@@ -61,7 +66,8 @@ def summarise_sweep(sweep_dir: Path, sweeper: DictConfig) -> list[Job]:
     """Write summary.csv (and summary_by_config.csv, when a configuration ran with several seeds) into
     the sweep directory, from what its job directories hold, print the headline metrics, and draw the
     pictures (src/sweep_plots.py; `sweeper`: the sweep's `hydra.sweeper` config). Return the jobs."""
-    jobs = sorted(_read_jobs(sweep_dir), key=lambda job: -job.metrics.get(METRIC, float("-inf")))
+    # Finished jobs first, then pruned ones, each best first; then those without metrics.
+    jobs = sorted(_read_jobs(sweep_dir), key=lambda job: (not job.finished, -job.metrics.get(METRIC, float("-inf"))))
     if not jobs:
         log.info(f"No job directories in {sweep_dir}: nothing to summarise.")
         return jobs
@@ -138,7 +144,9 @@ def _read_jobs(sweep_dir: Path) -> list[Job]:
         # A job that raised, or was killed, wrote no metrics.json (src/run.py writes it last).
         record: dict[str, Any] = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         status: str = record.get("status", "failed")
-        metrics: dict[str, float] = record["metrics"] if status == "finished" else {}
+        metrics: dict[str, float] = record["metrics"] if status in (FINISHED, PRUNED) else {}
+        if status == PRUNED:
+            status = f"{PRUNED} at epoch {record['epoch']}"
         jobs.append(Job(str(job_dir.relative_to(sweep_dir)), overrides, status, metrics))
     return jobs
 

@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from tqdm import tqdm
 
 from src.data import Data, Split
+from src.distributed import ONE_PROCESS, World
 from src.errors import RunFailedError, UserError
 from src.optimisation import OptimisationCfg
 
@@ -45,15 +46,19 @@ def fit(
     opt: OptimisationCfg,
     on_epoch_end: Callable[[TrainingState], None],
     stop_requested: Callable[[], bool],
+    world: World = ONE_PROCESS,
 ) -> None:
-    """Train from `state` until `opt.epochs` epochs are done, or, checked after each optimiser step,
-    until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch. Raises RunFailedError
-    when the loss stops being finite, before anything is saved."""
-    model, optimizer, generator = state.model, state.optimizer, state.generator
+    """Train from `state` until `opt.epochs` epochs are done, or, checked before each epoch and after each
+    optimiser step, until `stop_requested()`; `on_epoch_end` reports (and saves) the state after each epoch.
+    Raises RunFailedError when the loss stops being finite, before anything is saved.
+
+    In a distributed run each process trains on its share of every batch (`opt.batch_size` is the batch
+    of all processes together), and all of them compute the same metrics."""
+    model, optimizer, generator = world.wrap(state.model), state.optimizer, state.generator
     device = next(model.parameters()).device
     # The whole data set moves to the device once: no copy from the host for each batch.
     train, val = data.train.to(device), data.val.to(device)
-    while state.epoch < opt.epochs:
+    while state.epoch < opt.epochs and not stop_requested():
         epoch = state.epoch + 1
         model.train()
         # The state that draws this epoch's order: restored if the epoch is cut short, so that a
@@ -65,8 +70,13 @@ def fit(
         # `disable=None` hides the bar when output is not a terminal (a log file, a SLURM job).
         for start in tqdm(starts, desc=f"Epoch {epoch}/{opt.epochs}", leave=False, disable=None):
             batch = order[start : start + opt.batch_size]
+            share = batch[world.shard(len(batch))]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt.mixed_precision):
-                loss = F.cross_entropy(model(train.batch(batch)), train.labels[batch])
+                # The sum over this process's share, scaled so that the average over the processes (which
+                # DistributedDataParallel takes of the gradients) is the mean over the whole batch, the last
+                # and shorter one too: the gradient of one process alone (exactly so, for one).
+                logits = model(train.batch(share))
+                loss = F.cross_entropy(logits, train.labels[share], reduction="sum") * world.size / len(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # pyright: ignore[reportUnknownMemberType]
             optimizer.step()  # pyright: ignore[reportUnknownMemberType]
@@ -80,7 +90,7 @@ def fit(
                 return
         losses.check()
         state.epoch, state.step = epoch, 0
-        metrics = evaluate(model, val, data.group_names, prefix="val")
+        metrics = evaluate(state.model, val, data.group_names, prefix="val", world=world)
         check_finite(metrics, f"at the end of epoch {epoch}")
         state.history.append(metrics)
         on_epoch_end(state)
@@ -131,23 +141,38 @@ class LossRecord:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, group_names: list[str], *, prefix: str) -> Metrics:
-    """Loss, accuracy, and accuracy per subgroup with the worst of them, as `prefix/name`."""
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    group_names: list[str],
+    *,
+    prefix: str,
+    world: World = ONE_PROCESS,
+) -> Metrics:
+    """Loss, accuracy, and accuracy per subgroup with the worst of them, as `prefix/name`. Over the whole
+    split: in a distributed run each process evaluates its share, and their sums are added up."""
     device = next(model.parameters()).device
     split = split.to(device)
     model.eval()
+    share = world.shard(len(split))
     loss_sum = torch.zeros((), device=device)
-    correct = torch.empty(len(split), dtype=torch.bool, device=device)
-    for start in range(0, len(split), EVAL_BATCH_SIZE):
-        end = start + EVAL_BATCH_SIZE
+    correct = torch.zeros(len(group_names), dtype=torch.long, device=device)  # per subgroup
+    for start in range(share.start, share.stop, EVAL_BATCH_SIZE):
+        end = min(start + EVAL_BATCH_SIZE, share.stop)
         logits = model(split.batch(slice(start, end)))
         loss_sum += F.cross_entropy(logits, split.labels[start:end], reduction="sum")
-        correct[start:end] = logits.argmax(dim=1) == split.labels[start:end]
-    metrics = {f"{prefix}/loss": loss_sum.item() / len(split), f"{prefix}/acc": correct.float().mean().item()}
+        hits = logits.argmax(dim=1) == split.labels[start:end]
+        correct.index_add_(0, split.groups[start:end], hits.long())
+    counts = torch.bincount(split.groups[share], minlength=len(group_names))
+    correct, counts = world.sum(torch.stack([correct, counts]))
+    metrics = {
+        f"{prefix}/loss": world.sum(loss_sum).item() / len(split),
+        f"{prefix}/acc": (correct.sum() / len(split)).item(),
+    }
     group_accs = {
-        f"{prefix}/acc_{name}": correct[split.groups == group].float().mean().item()
+        f"{prefix}/acc_{name}": (correct[group] / counts[group]).item()
         for group, name in enumerate(group_names)
-        if (split.groups == group).any()
+        if counts[group] > 0
     }
     metrics[f"{prefix}/worst_group_acc"] = min(group_accs.values())
     return metrics | group_accs

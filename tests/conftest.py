@@ -1,12 +1,13 @@
 """Shared fixtures: small MNIST files in the real IDX format, and two ways to run the program: `run_main`
 runs `main.py` as a user does, in a subprocess; `train` calls `run()` in this process, on a config
-composed by Hydra's compose API, for tests where a subprocess adds nothing but time."""
+composed by Hydra's compose API, for tests where a subprocess adds nothing but time. For the tests on the
+local SLURM cluster, `slurm_env` and `sweep_dir`."""
 
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,12 @@ from hydra import compose, initialize_config_dir
 from src.digits import MNIST_FILES, synthetic_digits
 from src.run import register_configs, run
 from tests.celeba_folder import write_celeba
+from tests.slurm_cluster import cluster_env
 
 REPO = Path(__file__).resolve().parents[1]
+# Relative to the directory `run_main` runs in, a new one for each test: a fresh cluster numbers
+# its jobs from 1 again, so two runs must never share the `.submitit/<job id>` folders.
+SWEEP_DIR = "sweep"
 RunMain = Callable[..., subprocess.CompletedProcess[str]]
 Train = Callable[..., float]
 register_configs()  # once per process, as main.py does: the ConfigStore is a process-wide singleton
@@ -99,3 +104,29 @@ def train(mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         return run(config, output_dir=output_dir)
 
     return train
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> dict[str, str]:
+    """The environment that makes `sbatch` & co. (and submitit) find the test cluster."""
+    env = cluster_env()
+    if env is None:
+        reason = "no SLURM cluster answers; start one (as root) with `scripts/slurm-cluster.sh start`"
+        # CI starts the cluster (.ci/run): there, a skip would hide that these tests never ran.
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, but {reason}")
+        pytest.skip(reason)
+    # The jobs unpickle main.py's function, which imports `src`: they find it on their working
+    # directory when you run from the repository's root, as the README does; `run_main` does not.
+    python_path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return env | {"PYTHONPATH": os.pathsep.join(python_path)}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path, slurm_env: dict[str, str]) -> Iterator[Path]:
+    """The test's sweep directory; jobs that a failed test left in the queue are cancelled."""
+    yield tmp_path / SWEEP_DIR
+    # `.submitit/<job id>`, or `.submitit/<array job id>_<task>` for the jobs of an array.
+    job_ids = {folder.name.split("_")[0] for folder in (tmp_path / SWEEP_DIR / ".submitit").glob("[0-9]*")}
+    if job_ids:
+        subprocess.run(["scancel", *sorted(job_ids)], env=os.environ | slurm_env, timeout=10, check=False)

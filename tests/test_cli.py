@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.distributed import World
 from src.errors import UserError
-from src.run import _device  # pyright: ignore[reportPrivateUsage]
 from tests.conftest import REPO, RunMain, Train
 
 HEAVY_MODULES = ("torch", "torchvision", "wandb", "matplotlib")
@@ -42,7 +42,7 @@ def test_a_missing_gpu_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(UserError, match=re.escape("gpu=3 does not exist: this machine has 2 CUDA device(s)")):
-        _device(3)
+        World().device(3)
 
 
 def test_without_cuda_the_run_says_so_and_uses_the_cpu(train: Train, caplog: pytest.LogCaptureFixture) -> None:

@@ -21,9 +21,19 @@ NOT_RUN = {
     "python main.py --multirun seed=42,43 hydra.sweep.dir=multirun/2026-11-28/00-03-10": (
         "it continues a stopped sweep; tests/test_sweeps.py kills one and runs the command it printed"
     ),
+    "scripts/gpu-wheels.sh": "it downloads wheels from PyPI into .whl/; gpu-check.sh runs here without them",
     "scancel --signal=USR2 JOB_ID": "it needs a running SLURM job; tests/test_slurm.py sends it to one",
     "nohup python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv > sweep.log 2>&1 &": (
         "it outlives the test in the background; tests/test_slurm.py runs the same sweep"
+    ),
+    "python main.py --multirun hydra/launcher=slurm/kyiv hydra.launcher.tasks_per_node=4 hydra.launcher.gres=gpu:4": (
+        "it needs a node with four GPUs; tests/test_distributed.py runs two tasks a job on the local SLURM cluster"
+    ),
+    "python main.py --multirun hydra/launcher=slurm/kyiv hydra.launcher.nodes=2 hydra.launcher.tasks_per_node=4 "
+    "hydra.launcher.gres=gpu:4": "it needs two nodes with four GPUs; tests/test_distributed.py runs a job on two nodes",
+    "python main.py --multirun hydra/launcher=submitit_local hydra.launcher.tasks_per_node=2": (
+        "its tasks import `src` from the directory they start in, which is the repository's root only where users "
+        "run it; tests/test_distributed.py runs it with the repository on PYTHONPATH"
     ),
 }
 # Commands that stop with an error, which the documents show.
@@ -36,7 +46,13 @@ FAILING = {
     "python main.py hydra.run.dir=/proc/out",
 }
 # Overrides added to a command to keep the test short.
-SHORTER = {"python main.py --multirun hydra/sweeper=fcn_params": ("hydra.sweeper.n_trials=3",)}
+SHORTER = {
+    "python main.py --multirun hydra/sweeper=fcn_params": ("hydra.sweeper.n_trials=3",),
+    "python main.py --multirun hydra/sweeper=fcn_params hydra/sweeper/pruner=median "
+    "hydra.sweeper.pruner.n_startup_trials=2 hydra.sweeper.study_name=fcn_pruned opt.epochs=4": (
+        "hydra.sweeper.n_trials=3",
+    ),
+}
 
 EXAMPLES = examples()
 RUN_HERE = [example for example in EXAMPLES if not example.recipe]  # recipes run in tests/test_recipes.py
@@ -86,10 +102,16 @@ def test_excerpt_shows_lines_of_the_file(document: Path, excerpt: Block) -> None
 def test_command(example: Example, mnist_root: Path, tmp_path: Path) -> None:
     if example.command in NOT_RUN:
         pytest.skip(NOT_RUN[example.command])
+    env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"}
+    words = shlex.split(example.command)
     if example.command == "make run":
-        env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"}
-        argv = [*shlex.split(example.command), f"ARGS=hydra.run.dir={tmp_path / 'out'}"]
+        argv = [*words, f"ARGS=hydra.run.dir={tmp_path / 'out'}"]
         result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    elif words[0].startswith(("scripts/", ".venv/bin/")):
+        # A developer's command, given from the repository root; the scripts find the root themselves, so
+        # they run here in tmp_path, where their output goes.
+        argv, cwd = [str(REPO / words[0]), *words[1:]], tmp_path if words[0].startswith("scripts/") else REPO
+        result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
     else:
         shorter = SHORTER.get(example.command, ())
         result = run_main(example.command, project=REPO, cwd=tmp_path, data_root=mnist_root, extra_args=shorter)

@@ -413,13 +413,14 @@ REFUSALS = {
     ),
     "optuna-storage": Refusal(
         (*STUDY, "hydra.sweeper.storage=postgress://db/study"),
-        "Error: hydra.sweeper.storage=postgress://db/study cannot be opened (Can't load plugin: "
-        "sqlalchemy.dialects:postgress); give a database URL such as sqlite:///study.db, in a folder that exists.",
+        "Error: hydra.sweeper.storage=postgress://db/study: a study must be kept in a file that every sweep process "
+        "and job reaches, a journal file (storage: fcn_params.journal) or an SQLite database "
+        "(storage: sqlite:///fcn_params.db).",
     ),
     "optuna-storage-folder": Refusal(
         (*STUDY, "hydra.sweeper.storage=sqlite:///no/such/folder.db"),
-        "Error: hydra.sweeper.storage=sqlite:///no/such/folder.db cannot be opened ((sqlite3.OperationalError) "
-        "unable to open database file); give a database URL such as sqlite:///study.db, in a folder that exists.",
+        "Error: hydra.sweeper.storage=sqlite:///no/such/folder.db: the folder no/such does not exist; create it, or "
+        "keep the study in a folder that does.",
     ),
     "optuna-reversed-range": Refusal(
         (*STUDY, "opt.lr=interval(1e-3,1e-5)"),
@@ -443,7 +444,7 @@ REFUSALS = {
     ),
     "optuna-every-trial-failed": Refusal(
         (*STUDY, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "opt.lr=1e30", *TINY),
-        "Error: every job of the sweep failed (2); each job's error is at the end of its log, sweep/JOB/main.log.",
+        "Error: no trial of the study fcn_params has completed: the job directories' logs say why.",
     ),
 }
 

@@ -7,6 +7,7 @@ yourself, as root: `scripts/slurm-cluster.sh start` (and `stop` when you are don
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -14,19 +15,20 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from src.checkpoint import CHECKPOINT_FILE
-from tests.conftest import REPO, RunMain, program_trusting
-from tests.slurm_cluster import cluster_env
+from tests.conftest import REPO, SWEEP_DIR, RunMain, program_trusting
 from tests.test_checkpoint import ARGS as CHECKPOINT_ARGS
 from tests.test_checkpoint import environment, wait_for
+from tests.test_optuna import PRUNED_STUDY, load_study, start_sweep
 
 pytestmark = pytest.mark.slow  # every test here runs main.py in subprocesses
 
@@ -34,38 +36,10 @@ LAUNCHER = "hydra/launcher=slurm/kyiv"
 # Small and fast, and never a download: data_source "mnist" in a job's metrics.json then proves
 # that HYDRA_EXAMPLE_DATA, which `run_main` sets, reached the SLURM job.
 FAST = ("opt.epochs=1", "dm.download=false")
-# Relative to the directory `run_main` runs in, a new one for each test: a fresh cluster numbers
-# its jobs from 1 again, so two runs must never share the `.submitit/<job id>` folders.
-SWEEP_DIR = "sweep"
 TIMEOUT_S = 180  # for one multirun: all its jobs, queueing included
 KILL_TASK = "HYDRA_EXAMPLE_TEST_KILL_TASK"  # see SelfKillingSGD
 # A submitit log line: `submitit INFO (2024-05-16 18:40:47,580) - Starting with JobEnvironment(...)`.
 SUBMITIT_LOG_TIME = re.compile(r"^submitit \w+ \((?P<time>[^)]+)\) - ", re.MULTILINE)
-
-
-@pytest.fixture(scope="module")
-def slurm_env() -> dict[str, str]:
-    """The environment that makes `sbatch` & co. (and submitit) find the test cluster."""
-    env = cluster_env()
-    if env is None:
-        reason = "no SLURM cluster answers; start one (as root) with `scripts/slurm-cluster.sh start`"
-        # CI starts the cluster (.ci/run): there, a skip would hide that these tests never ran.
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, but {reason}")
-        pytest.skip(reason)
-    # The jobs unpickle main.py's function, which imports `src`: they find it on their working
-    # directory when you run from the repository's root, as the README does; `run_main` does not.
-    python_path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return env | {"PYTHONPATH": os.pathsep.join(python_path)}
-
-
-@pytest.fixture
-def sweep_dir(tmp_path: Path, slurm_env: dict[str, str]) -> Iterator[Path]:
-    """The test's sweep directory; jobs that a failed test left in the queue are cancelled."""
-    yield tmp_path / SWEEP_DIR
-    job_ids = [folder.name for folder in (tmp_path / SWEEP_DIR / ".submitit").glob("*") if folder.name.isdigit()]
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], env=os.environ | slurm_env, timeout=10, check=False)
 
 
 class SelfKillingSGD(torch.optim.SGD):
@@ -127,7 +101,7 @@ def test_a_multirun_is_one_job_array_whose_metrics_come_back(
     _assert_no_warnings(result, sweep_dir)
 
 
-def test_an_optuna_sweep_runs_its_trials_as_parallel_slurm_jobs(
+def test_an_optuna_sweep_keeps_its_slots_busy_with_slurm_jobs(
     run_main: RunMain, slurm_env: dict[str, str], sweep_dir: Path
 ) -> None:
     sweeper = ("hydra/sweeper=fcn_params", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2")
@@ -135,15 +109,13 @@ def test_an_optuna_sweep_runs_its_trials_as_parallel_slurm_jobs(
     result = run_main(*args, env=slurm_env, timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stderr
 
-    # n_jobs=2: the sweeper hands the launcher two trials at a time, which submits them as one
-    # array of two jobs; both run at once (2 x 24 CPUs and 2 GPUs fit the node).
+    # Each trial is a SLURM job of its own (no array), submitted as soon as one of the n_jobs=2 slots is free.
     scripts = _submission_scripts(sweep_dir)
-    assert len(scripts) == 2
-    assert all("#SBATCH --array=0-1%2" in script for script in scripts)
-    for array in {folder.name.split("_")[0] for folder in _task_folders(sweep_dir)}:
-        spans = [_run_span(folder) for folder in _task_folders(sweep_dir) if folder.name.startswith(f"{array}_")]
-        assert len(spans) == 2
-        assert max(start for start, _ in spans) < min(end for _, end in spans), f"array {array} ran in turn"
+    assert len(scripts) == 4
+    assert not any("#SBATCH --array" in script for script in scripts)
+    spans = sorted(_run_span(folder) for folder in _job_folders(sweep_dir))
+    assert len(spans) == 4
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two trials ran at once"
 
     rows = _summary(sweep_dir)
     assert [row["status"] for row in rows] == ["finished"] * 4
@@ -152,6 +124,40 @@ def test_an_optuna_sweep_runs_its_trials_as_parallel_slurm_jobs(
     assert best is not None
     assert float(best.group(1)) == max(float(row["val/acc"]) for row in rows)
     _assert_no_warnings(result, sweep_dir)
+
+
+def test_an_optuna_trial_is_pruned_on_slurm(mnist_root: Path, slurm_env: dict[str, str], sweep_dir: Path) -> None:
+    # The study of tests/test_optuna.py whose trials 1 and 2 are pruned, each trial a SLURM job.
+    process = start_sweep(mnist_root, sweep_dir.parent, *PRUNED_STUDY, LAUNCHER, env=slurm_env)
+    output, _ = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 0, output
+
+    trials = load_study(sweep_dir.parent).trials
+    assert [(trial.state, trial.last_step) for trial in trials] == [
+        (TrialState.COMPLETE, 3),
+        (TrialState.PRUNED, 2),
+        (TrialState.PRUNED, 1),
+    ]
+    assert [row["status"] for row in _summary(sweep_dir)] == ["finished", "pruned at epoch 2", "pruned at epoch 1"]
+    # A pruned trial's job ends as a job that succeeded.
+    for folder in _job_folders(sweep_dir):
+        assert "Job completed successfully" in "".join(path.read_text() for path in folder.glob("*_log.*"))
+
+
+def test_two_sweep_processes_share_an_optuna_study_on_slurm(
+    mnist_root: Path, slurm_env: dict[str, str], sweep_dir: Path
+) -> None:
+    # As from two allocations, or two login shells: the same command, the same study and sweep directory.
+    command = ("--multirun", "hydra/sweeper=fcn_params", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=1")
+    args = (*command, LAUNCHER, "model.hidden_dim=16", *FAST, f"hydra.sweep.dir={SWEEP_DIR}")
+    processes = [start_sweep(mnist_root, sweep_dir.parent, *args, env=slurm_env) for _ in range(2)]
+    outputs = [process.communicate(timeout=TIMEOUT_S)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+
+    trials = load_study(sweep_dir.parent).trials
+    assert [(trial.number, trial.state) for trial in trials] == [(n, TrialState.COMPLETE) for n in range(4)]
+    assert sorted(row["job"] for row in _summary(sweep_dir)) == ["0", "1", "2", "3"]  # one directory each
+    assert len(_submission_scripts(sweep_dir)) == 4  # and one SLURM job each
 
 
 def test_a_job_that_dies_fails_the_sweep_without_hanging_it(
@@ -248,6 +254,11 @@ def _submission_scripts(sweep_dir: Path) -> list[str]:
 def _task_folders(sweep_dir: Path) -> list[Path]:
     """The folders of the array tasks, `.submitit/<array job id>_<task id>/`, with their logs."""
     return sorted(folder for folder in (sweep_dir / ".submitit").glob("*_*") if folder.is_dir())
+
+
+def _job_folders(sweep_dir: Path) -> list[Path]:
+    """The folders of jobs submitted one by one (not as an array), `.submitit/<job id>/`, with their logs."""
+    return sorted(folder for folder in (sweep_dir / ".submitit").glob("[0-9]*") if folder.name.isdigit())
 
 
 def _run_span(task_folder: Path) -> tuple[datetime, datetime]:

@@ -15,7 +15,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from PIL import Image
 
-from src.sweep_plots import configurations_figure, draw_sweep, study_figures, study_storage
+from src.optuna_study import open_storage
+from src.sweep_plots import configurations_figure, draw_sweep, study_figures
 from src.sweep_summary import Job, SeedGroup
 
 
@@ -84,14 +85,14 @@ def study_in(storage: str | optuna.storages.BaseStorage, n_trials: int = 4) -> o
 
 @pytest.mark.parametrize("form", ["database", "journal"])
 def test_the_study_is_found_in_a_database_or_a_journal_file(form: str, tmp_path: Path) -> None:
-    # The study is written through Optuna's own classes; `study_storage` reads it from the setting alone.
+    # The study is written through Optuna's own classes; `open_storage` reads it from the setting alone.
     if form == "database":
         url = f"sqlite:///{tmp_path / 'study.db'}"
         written = study_in(url)
     else:
         url = str(tmp_path / "study.log")
         written = study_in(JournalStorage(JournalFileBackend(url)))
-    read = optuna.load_study(study_name="study", storage=study_storage(url))
+    read = optuna.load_study(study_name="study", storage=open_storage(url, tmp_path))
     assert [trial.params for trial in read.trials] == [trial.params for trial in written.trials]
 
 
@@ -102,7 +103,7 @@ def test_a_study_is_drawn_with_optunas_plots(tmp_path: Path) -> None:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        study = optuna.load_study(study_name="study", storage=study_storage(sweeper.storage))
+        study = optuna.load_study(study_name="study", storage=open_storage(sweeper.storage, tmp_path))
         figures = study_figures(study, "val/acc")
         paths = draw_sweep(tmp_path, [], "val/acc", sweeper)
 

@@ -1,32 +1,25 @@
-"""Multiruns end to end: the sweep summary, and Optuna studies that survive failed trials and kills."""
+"""Multiruns end to end: the summary and pictures of a grid, run by the basic launcher and by submitit's, and
+a killed grid sweep that continues (Optuna studies: tests/test_optuna.py)."""
 
 import csv
 import json
 import os
 import shlex
-import sqlite3
 import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
-from contextlib import closing
 from pathlib import Path
 
-import optuna
 import pytest
-from omegaconf import OmegaConf
-from optuna.trial import TrialState
 from PIL import Image
 
-from src.optuna_sweeper import INTERRUPTED
 from tests.conftest import REPO, RunMain, program_trusting
 
 pytestmark = pytest.mark.slow  # every test here runs main.py in subprocesses
 
 # Small, fast jobs that still train and evaluate.
 TINY = ("model.hidden_dim=16", "opt.epochs=1")
-STUDY = ("--multirun", "hydra/sweeper=fcn_params")  # the study is stored in ./fcn_params.db
 # An optimiser that raises in one job, like an experiment that crashes (rather than one with wrong
 # settings, which main.py turns into an exit of the whole multirun).
 FAILING_OPTIMIZER = """
@@ -58,14 +51,6 @@ def fail_job(job: int, tmp_path: Path) -> tuple[tuple[str, ...], dict[str, str],
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as file:
         return list(csv.DictReader(file))
-
-
-def load_study(tmp_path: Path) -> optuna.Study:
-    return optuna.load_study(study_name="fcn_params", storage=f"sqlite:///{tmp_path / 'fcn_params.db'}")
-
-
-def best_value(sweep_dir: Path) -> float:
-    return OmegaConf.load(sweep_dir / "optimization_results.yaml").best_value
 
 
 def hydra_lines(output: str) -> list[str]:
@@ -210,89 +195,6 @@ def test_a_killed_grid_sweep_continues_with_the_command_it_printed(
         "continue it with those, in that order, or choose another sweep directory."
     )
     assert "Summary" not in other.stdout
-
-
-def test_study_goes_on_after_a_failed_trial(run_main: RunMain, tmp_path: Path) -> None:
-    failing, env, program = fail_job(1, tmp_path)
-    trials = ("hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2")
-    result = run_main(*STUDY, *trials, *TINY, *failing, "hydra.sweep.dir=sweep", env=env, program=program)
-
-    assert result.returncode == 0, result.stderr
-    study = load_study(tmp_path)
-    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, *[TrialState.COMPLETE] * 2]
-    assert best_value(tmp_path / "sweep") == study.best_value
-    assert f"Best value: {study.best_value}" in result.stdout
-    rows = read_csv(tmp_path / "sweep" / "summary.csv")
-    assert [(row["job"], row["status"]) for row in rows][-1] == ("1", "failed")
-    assert {"opt.lr", "model.num_hidden", "model.dropout_prob"} <= set(rows[0])  # the sampled parameters
-    assert not (tmp_path / "sweep" / "summary_by_config.csv").exists()  # each configuration ran once
-    assert_pictures(result.stdout, tmp_path, "sweep", ["optimization_history", "param_importances"])
-
-
-def test_study_beats_the_default_configuration(run_main: RunMain, tmp_path: Path) -> None:
-    default = run_main("hydra.run.dir=default")
-    assert default.returncode == 0, default.stderr
-    default_acc = json.loads((tmp_path / "default" / "metrics.json").read_text())["metrics"]["val/acc"]
-
-    # A seeded sampler, so that the test does not depend on luck; on this small data set, three trials
-    # (all sampled at random: TPE starts with random trials) find a better configuration than the default.
-    result = run_main(*STUDY, "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0", "hydra.sweep.dir=sweep")
-
-    assert result.returncode == 0, result.stderr
-    assert best_value(tmp_path / "sweep") > default_acc
-
-
-def trial_states(database: Path) -> Counter[str]:
-    """Trials per state, read without Optuna, which could race the sweep to create the tables."""
-    try:
-        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
-            return Counter(dict(connection.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall()))
-    except sqlite3.OperationalError:  # no database or no tables yet
-        return Counter()
-
-
-def test_killed_study_continues_with_the_same_command(run_main: RunMain, mnist_root: Path, tmp_path: Path) -> None:
-    command = (*STUDY, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2", *TINY)
-    env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"}
-    first = subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), *command, "hydra.sweep.dir=first"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        # Kill it while it runs its second batch, after the first one is in the study.
-        while not (states := trial_states(tmp_path / "fcn_params.db"))["COMPLETE"] >= 2 or not states["RUNNING"]:
-            assert first.poll() is None, "the sweep ended before it could be killed"
-            assert time.monotonic() < deadline, f"no second batch after 120 s: {states}"
-            time.sleep(0.1)
-    finally:
-        first.kill()
-        first.wait()
-    before = trial_states(tmp_path / "fcn_params.db")
-
-    # A new sweep directory, as the default, timestamped one would be.
-    result = run_main(*command, "hydra.sweep.dir=second")
-
-    assert result.returncode == 0, result.stderr
-    study = load_study(tmp_path)
-    interrupted = [trial.state for trial in study.trials if trial.user_attrs.get(INTERRUPTED)]
-    assert interrupted == [TrialState.FAIL] * before["RUNNING"]
-    assert [trial.state for trial in study.trials if not trial.user_attrs.get(INTERRUPTED)] == [TrialState.COMPLETE] * 6
-    # Only the remaining trials ran, in job directories numbered like their trials.
-    remaining = range(sum(before.values()), len(study.trials))
-    assert len(remaining) == 6 - before["COMPLETE"]
-    assert sorted(int(row["job"]) for row in read_csv(tmp_path / "second" / "summary.csv")) == list(remaining)
-    assert best_value(tmp_path / "second") == study.best_value
-
-    # Once the study has its n_trials, the same command only reports the best trial again.
-    again = run_main(*command, "hydra.sweep.dir=third")
-
-    assert again.returncode == 0, again.stderr
-    assert len(load_study(tmp_path).trials) == len(study.trials)
-    assert best_value(tmp_path / "third") == study.best_value
 
 
 def test_a_job_whose_training_diverges_fails_and_the_sweep_goes_on(run_main: RunMain, tmp_path: Path) -> None:

@@ -1,0 +1,175 @@
+"""Data parallel on this machine's CPUs: an epoch trained by two processes against the same epoch by one.
+
+An epoch is what `fit()` does per epoch (see benchmarks/training.py): CMNIST's 48,000 training images
+in batches of 256, then the validation metrics. Two processes (gloo, as `hydra.launcher.tasks_per_node=2`
+runs them) with half of the machine's cores each, against one process with all of them as PyTorch threads
+(as `python main.py` runs), and against one process with as many threads as each of the two (half the
+cores: the work of two processes, done by one). The global batch, the weights, the batch order and so the
+result are the same, which the validation accuracies printed side by side show.
+
+The two processes also agree after each step on whether a signal asked any of them to stop (one
+all-reduce of an integer, in the background during the next step), so that all stop after the same step.
+Its cost is measured directly: the time that rank 0 spends in it, as a share of the epoch.
+
+Each repetition times one epoch of each, in alternating order; the processes of the distributed epoch
+are started anew each time, and their clock starts once both are ready. The ratios are medians of the
+per-repetition ratios, the times the fastest. On CPUs, two processes are no faster in principle than one
+with as many threads: the first ratio is the price of the data-parallel machinery (the gradients'
+all-reduce, the agreement), which GPUs, each running a process of its own, turn into a speed-up; the second
+is the speed-up from a second process (0.5 at best). Target: the agreement takes at most 5% of an epoch.
+Exits with 1 if missed.
+
+    .venv/bin/python benchmarks/distributed.py [--models fcn cnn] [--repeats 3]
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+from common import REPO, machine, median_ratio, print_table, verdict
+
+sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/distributed.py`
+
+from src.cmnist import CMNISTDataModule, DigitSource
+from src.distributed import World
+from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
+from src.optimisation import OptimisationCfg
+from src.stopping import StopRequest
+from src.training import TrainingState, fit
+
+TARGET = 0.05
+SEED = 42
+MODELS: dict[str, ModelFactory] = {"fcn": FcnFactory(), "cnn": SimpleCNNFactory()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one measurement trains, and how."""
+
+    data: Path
+    model: str
+    threads: int  # PyTorch's threads in each process
+
+
+@dataclass(frozen=True)
+class Epoch:
+    seconds: float
+    agreeing: float  # of which agreeing on stopping
+    val_acc: float
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per model (default: 3)")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("HYDRA_EXAMPLE_DATA", REPO / "data")))
+    args = parser.parse_args()
+    cores = os.cpu_count() or 2
+    _epoch(Settings(args.data, args.models[0], threads=cores), World())  # builds the data cache, untimed
+    print(f"Machine: {machine()}; PyTorch {torch.__version__}")
+    print(f"One epoch, batch 256: one process with {cores} or {cores // 2} threads, or two with {cores // 2} each.")
+    print(f"Times: the fastest of {args.repeats}; ratio and share: the median over {args.repeats} rounds.\n")
+
+    rows: list[list[str]] = []
+    for model in args.models:
+        one: list[Epoch] = []
+        one_half: list[Epoch] = []  # one process, half the threads
+        two: list[Epoch] = []
+        for repeat in range(args.repeats):
+            measurements = [
+                (one, lambda model=model: _epoch(Settings(args.data, model, threads=cores), World())),
+                (one_half, lambda model=model: _epoch(Settings(args.data, model, threads=cores // 2), World())),
+                (two, lambda model=model: _two_processes(Settings(args.data, model, threads=cores // 2))),
+            ]
+            for epochs, measure in measurements if repeat % 2 == 0 else reversed(measurements):
+                epochs.append(measure())
+        share = statistics.median(epoch.agreeing / epoch.seconds for epoch in two)
+        rows.append(
+            [
+                model,
+                *(f"{min(epoch.seconds for epoch in epochs):.2f} s" for epochs in (two, one, one_half)),
+                *(f"{_ratio(two, epochs):.2f}" for epochs in (one, one_half)),
+                f"{share:.2%}",
+                f"<= {TARGET:.0%}",
+                verdict(share <= TARGET),
+                f"{one[0].val_acc:.4f} / {two[0].val_acc:.4f}",
+            ]
+        )
+    headers = ["model", f"2 processes, {cores // 2} thread(s) each", f"1 process, {cores} threads"]
+    headers += [f"1 process, {cores // 2} thread(s)", "ratio to the first", "to the second", "agreeing to stop"]
+    print_table([*headers, "target", "result", "val/acc 1 / 2"], rows)
+    sys.exit(0 if all(row[8] == "PASS" for row in rows) else 1)
+
+
+def _ratio(ours: list[Epoch], baseline: list[Epoch]) -> float:
+    return median_ratio([(a.seconds, b.seconds) for a, b in zip(ours, baseline, strict=True)])
+
+
+def _two_processes(settings: Settings) -> Epoch:
+    """One epoch trained by two new processes; what rank 0 measured."""
+    context = mp.get_context("spawn")
+    results = context.SimpleQueue()
+    port = _free_port()
+    workers = [context.Process(target=_worker, args=(rank, port, settings, results)) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+        if worker.exitcode != 0:
+            sys.exit(f"a benchmark process failed (exit status {worker.exitcode})")
+    return results.get()
+
+
+def _worker(rank: int, port: int, settings: Settings, results: Any) -> None:
+    world = World(rank=rank, size=2, local_rank=rank, local_size=2, rendezvous=("127.0.0.1", port))
+    epoch = _epoch(settings, world)
+    if world.is_main:
+        results.put(epoch)
+
+
+def _epoch(settings: Settings, world: World) -> Epoch:
+    """Train for one epoch in `world`, as `run()` does; the seconds from the first step to the end of the
+    validation, and of them those spent agreeing on stopping."""
+    torch.set_num_threads(settings.threads)
+    cpu = torch.device("cpu")
+    data = CMNISTDataModule(root=settings.data, digits=DigitSource.MNIST).build(seed=SEED)
+    torch.manual_seed(SEED)  # pyright: ignore[reportUnknownMemberType]
+    model = world.prepare(MODELS[settings.model].build(data.input_shape, out_dim=data.num_classes), cpu, seed=SEED)
+    opt = OptimisationCfg(epochs=1)
+    state = TrainingState(
+        model=model, optimizer=opt.build(model.parameters()), generator=torch.Generator().manual_seed(SEED)
+    )
+    stop = StopRequest()
+    agreeing = 0.0
+
+    def stop_requested() -> bool:
+        nonlocal agreeing
+        start = time.perf_counter()
+        agreed = stop.agree(world)
+        agreeing += time.perf_counter() - start
+        return agreed
+
+    with world.joined(cpu):
+        world.wait_for_all()  # both ready: the clock starts together
+        start = time.perf_counter()
+        fit(state, data, opt=opt, on_epoch_end=lambda _state: None, stop_requested=stop_requested, world=world)
+        seconds = time.perf_counter() - start
+    return Epoch(seconds, agreeing, state.history[-1]["val/acc"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+if __name__ == "__main__":
+    main()

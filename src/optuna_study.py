@@ -1,0 +1,319 @@
+"""One Optuna study, shared by every sweep process that works on it (src/optuna_sweeper.py), and kept where
+the jobs find their trials (src/optuna_trial.py).
+
+- `hydra.sweeper.storage` names a journal file (Optuna's JournalStorage: an append-only log that several
+  processes write to, also on NFS), an SQLite database (`sqlite:///file.db`), or, with null, this
+  process's memory, which no other process (no job) can see.
+- Which trial runs next is decided under a lock beside the storage, so that sweep processes working on one
+  study at once run exactly `n_trials` trials between them, each with its own trial number.
+- A running trial names the sweep process that runs it, which says every HEARTBEAT_S seconds that it
+  still does. The trials of a sweep process that died (killed, logged out, its node lost) are given up:
+  marked FAIL and `interrupted`, and put back in the queue with the same parameters.
+- A stored study is bound to the settings it was started with, as a checkpoint is (src/checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager, suppress
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from src.checkpoint import changed_settings
+from src.errors import UserError
+from src.paths import shown
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["INTERRUPTED", "Next", "SharedStudy", "open_storage", "storage_file"]
+
+log = logging.getLogger(__name__)
+SQLITE = "sqlite:///"
+INTERRUPTED = "interrupted"  # user attribute of a trial that was given up because its sweep process died
+SWEEP = "sweep"  # system attribute of a running trial: its sweep process, and when that was last alive
+SETTINGS, SEARCH_SPACE = "settings", "search_space"  # system attributes of the study: what it is bound to
+HEARTBEAT_S = 10
+# A running trial whose sweep process has not been heard of for this long is given up; on the machine
+# that ran it, a sweep process that ended is noticed at once. Machines' clocks must agree (NTP).
+GRACE_S = 60
+
+
+class Next(Enum):
+    """What `SharedStudy.next_trial()` answers when it starts no trial."""
+
+    WAIT = "wait"  # the study is full, but other sweep processes run some of its trials: they may die
+    DONE = "done"  # the study has its `n_trials` trials, and none runs elsewhere
+
+
+def open_storage(setting: str | None, cwd: Path) -> BaseStorage:
+    """The storage that `hydra.sweeper.storage` names; a relative path is relative to `cwd`, the directory
+    the sweep started from, also in a job that runs elsewhere (`hydra.job.chdir=true`, another machine)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if setting is None:
+        return optuna.storages.InMemoryStorage()
+    path = storage_file(setting, cwd)
+    if setting.startswith(SQLITE):
+        return optuna.storages.RDBStorage(f"{SQLITE}{path}")
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def storage_file(setting: str, cwd: Path) -> Path:
+    """The file that `hydra.sweeper.storage` names, relative to `cwd`; an error if it names none, or one
+    in a folder that does not exist."""
+    if "://" in setting and not setting.startswith(SQLITE):
+        raise UserError(
+            f"hydra.sweeper.storage={setting}: a study must be kept in a file that every sweep process and "
+            f"job reaches, a journal file (storage: fcn_params.journal) or an SQLite database "
+            f"(storage: {SQLITE}fcn_params.db)."
+        )
+    path = cwd / setting.removeprefix(SQLITE)  # an absolute path stays as it is
+    if not path.parent.is_dir():
+        raise UserError(
+            f"hydra.sweeper.storage={setting}: the folder {shown(path.parent)} does not exist; create it, or keep "
+            "the study in a folder that does."
+        )
+    return path
+
+
+class SharedStudy:
+    """The study, with what each sweep process needs to share it: `next_trial()`, `tell()`, `heartbeat()`."""
+
+    def __init__(self, study: optuna.Study, lock_file: Path | None) -> None:
+        from optuna.storages.journal import JournalFileOpenLock
+
+        self.study = study
+        self._storage: BaseStorage = study._storage  # pyright: ignore[reportPrivateUsage]
+        self._study_id: int = study._study_id  # pyright: ignore[reportPrivateUsage]
+        self._thread_lock = threading.Lock()
+        # Optuna's lock for journal files: a file created atomically (O_EXCL), also on NFS; one left by a
+        # process that died holding it is removed after 30 s.
+        self._file_lock = JournalFileOpenLock(str(lock_file)) if lock_file is not None else None
+        self._running: set[int] = set()  # the trials (ids) that this process runs
+        self._started_any = False
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        storage: str | None,
+        cwd: Path,
+        name: str | None,
+        sampler: BaseSampler,
+        pruner: BasePruner,
+        directions: list[str],
+    ) -> SharedStudy:
+        """Create the study, or load it if it exists."""
+        import optuna
+
+        path = None if storage is None else storage_file(storage, cwd)
+        # Beside the storage, `<file>.next-trial.lock` exists while a sweep process starts a trial.
+        lock_file = None if path is None else path.with_name(f"{path.name}.next-trial")
+        study = optuna.create_study(
+            storage=open_storage(storage, cwd),
+            study_name=name,
+            sampler=sampler,
+            pruner=pruner,  # the sampler uses it too: TPE compares trials within a Hyperband bracket
+            directions=cast(Sequence[Literal["minimize", "maximize"]], directions),
+            load_if_exists=True,
+        )
+        return cls(study, lock_file)
+
+    def bind(
+        self, settings: dict[str, Any], search_space: dict[str, BaseDistribution], directions: list[str], where: str
+    ) -> None:
+        """Record the settings and the search space of a new study; refuse to continue a stored study with
+        other ones, or in other directions. `settings`: the jobs' config, but for the searched parameters."""
+        from optuna.distributions import distribution_to_json
+
+        space = {name: distribution_to_json(distribution) for name, distribution in search_space.items()}
+        with self._locked():
+            stored = self._storage.get_study_system_attrs(self._study_id)
+            if SETTINGS not in stored:  # a new study, or one that an earlier version of this sweeper started
+                self._storage.set_study_system_attr(self._study_id, SETTINGS, settings)
+                self._storage.set_study_system_attr(self._study_id, SEARCH_SPACE, space)
+                return
+        changes = changed_settings(stored[SETTINGS], settings)
+        changes += [
+            f"search space of {name}: {_describe(stored[SEARCH_SPACE].get(name))} -> {_describe(space.get(name))}"
+            for name in sorted(stored[SEARCH_SPACE].keys() | space.keys())
+            if stored[SEARCH_SPACE].get(name) != space.get(name)
+        ]
+        # Optuna loads a stored study in its own directions, whatever `create_study` is asked for.
+        stored_directions = [direction.name.lower() for direction in self.study.directions]
+        if stored_directions != directions:
+            changes.append(f"direction: {stored_directions} -> {directions}")
+        if changes:
+            raise UserError(
+                f"the study {self.study.study_name} in {where} was started with other settings "
+                f"({'; '.join(changes)}): continue it with those, or start a new study with another "
+                "hydra.sweeper.study_name."
+            )
+
+    def next_trial(self, n_trials: int) -> optuna.Trial | Next:
+        """Start the next trial of the study: one put back in the queue, or a new one while the study has
+        fewer than `n_trials` (those given up do not count)."""
+        from optuna.trial import TrialState
+
+        with self._locked():
+            for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial._trial_id not in self._running and _abandoned(trial):  # pyright: ignore[reportPrivateUsage]
+                    self._give_up(trial)
+            trials = [
+                trial
+                for trial in self._storage.get_all_trials(self._study_id, deepcopy=False)
+                if not trial.user_attrs.get(INTERRUPTED)
+            ]
+            if len(trials) < n_trials or any(trial.state == TrialState.WAITING for trial in trials):
+                if not self._started_any and self._storage.get_n_trials(self._study_id) > 0:
+                    # A seeded sampler would draw again what the sweep that started the study drew
+                    # (or what a sweep running beside this one draws): this process draws afresh.
+                    self.study.sampler.reseed_rng()
+                self._started_any = True
+                trial = self.study.ask()  # the first trial of the queue, if any; else a new one
+                self._running.add(trial._trial_id)  # pyright: ignore[reportPrivateUsage]
+                self._storage.set_trial_system_attr(trial._trial_id, SWEEP, _alive())  # pyright: ignore[reportPrivateUsage]
+                return trial
+            elsewhere = [t for t in trials if t.state == TrialState.RUNNING and t._trial_id not in self._running]  # pyright: ignore[reportPrivateUsage]
+            return Next.WAIT if elsewhere else Next.DONE
+
+    def tell(self, trial: optuna.Trial, state: TrialState, values: list[float] | None = None) -> None:
+        """Record the result of a trial that this process ran, unless its job has (src/optuna_trial.py)."""
+        from optuna.trial import TrialState
+
+        trial_id: int = trial._trial_id  # pyright: ignore[reportPrivateUsage]
+        try:
+            recorded = self._storage.get_trial(trial_id)
+            if recorded.state == TrialState.PRUNED:
+                log.info(f"Trial {trial.number} pruned at step {recorded.last_step} with value {recorded.value}.")
+            if recorded.state.is_finished():
+                return
+            try:
+                self.study.tell(trial, values, state=state, skip_if_finished=True)
+            except RuntimeError as error:
+                # A GridSampler calls `study.stop()` once its grid is done, which only works within
+                # `study.optimize()`; the trial is recorded all the same.
+                if "Study.stop" not in str(error):
+                    raise
+        finally:
+            self._running.discard(trial_id)
+
+    def recorded(self, trial: optuna.Trial) -> bool:
+        """Whether the study has the trial's result: its job records it as soon as it has it."""
+        return self._storage.get_trial(trial._trial_id).state.is_finished()  # pyright: ignore[reportPrivateUsage]
+
+    def progress(self, n_trials: int) -> str:
+        """How far the study is, for the log."""
+        trials = self.study.get_trials(deepcopy=False)
+        finished = sum(trial.state.is_finished() and not trial.user_attrs.get(INTERRUPTED) for trial in trials)
+        return f"{finished} of n_trials={n_trials} trials finished"
+
+    def give_up_mine(self) -> None:
+        """Give up the trials this process runs: it is stopping, and a new sweep will run them again."""
+        from optuna.trial import TrialState
+
+        with self._locked():
+            for trial_id in tuple(self._running):
+                trial = self._storage.get_trial(trial_id)
+                if trial.state == TrialState.RUNNING:
+                    self._give_up(trial)
+                self._running.discard(trial_id)
+
+    @contextmanager
+    def heartbeat(self) -> Generator[None]:
+        """Within this block, a thread says every HEARTBEAT_S seconds that this process runs its trials."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        stopped = threading.Event()
+
+        def beat() -> None:
+            while not stopped.wait(HEARTBEAT_S):
+                for trial_id in tuple(self._running):
+                    with suppress(UpdateFinishedTrialError):  # its job has just pruned it
+                        self._storage.set_trial_system_attr(trial_id, SWEEP, _alive())
+
+        thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stopped.set()
+            thread.join()
+
+    def _give_up(self, trial: FrozenTrial) -> None:
+        """Mark a running trial FAIL and `interrupted`, and queue a copy with its parameters."""
+        from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+        from optuna.trial import TrialState
+
+        original = copy.deepcopy(trial)  # as it was, without the attribute set below
+        try:
+            self._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)  # pyright: ignore[reportPrivateUsage]
+            self._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # pyright: ignore[reportPrivateUsage]
+        except UpdateFinishedTrialError:  # it has just finished after all
+            return
+        # Optuna's way of running a trial again (it marks the copy as a retry of the original, and a
+        # GridSampler counts the two as one point); experimental since Optuna 2.8, hence a warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            RetryHeartbeatStaleTrialCallback()(self.study, original)
+        log.info(f"Trial {trial.number} was interrupted (its sweep stopped): it runs again, with the same parameters.")
+
+    @contextmanager
+    def _locked(self) -> Generator[None]:
+        with self._thread_lock:
+            if self._file_lock is None:
+                yield
+                return
+            self._file_lock.acquire()
+            try:
+                yield
+            finally:
+                self._file_lock.release()
+
+
+def _alive() -> dict[str, Any]:
+    """What a running trial records of its sweep process: where it runs, and that it is alive now."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "alive_at": time.time()}
+
+
+def _abandoned(trial: FrozenTrial) -> bool:
+    """Whether a running trial's sweep process has died, as far as this process can tell."""
+    sweep = trial.system_attrs.get(SWEEP)
+    if sweep is None:  # not started by this sweeper (by the plugin's, say): nobody keeps it alive
+        return True
+    if sweep["host"] == socket.gethostname() and (sweep["pid"] == os.getpid() or not _process_exists(sweep["pid"])):
+        return True
+    return time.time() - sweep["alive_at"] > GRACE_S
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def _describe(distribution: str | None) -> str:
+    """A stored distribution, as Optuna prints it; `none` for a parameter that was not searched."""
+    from optuna.distributions import json_to_distribution
+
+    return "none" if distribution is None else repr(json_to_distribution(distribution))

@@ -1,0 +1,105 @@
+"""A job's side of an Optuna study: it reports its validation accuracy after each epoch to its trial, and
+stops when the study's pruner says so.
+
+A job of our Optuna sweeper (src/optuna_sweeper.py) is trial `hydra.job.num` of the study
+`hydra.sweeper.study_name` in `hydra.sweeper.storage`: it finds the trial there from its own config, so
+that nothing but the config travels with the job (to a SLURM node, say), and it finds it again when it is
+continued after an interruption. Plain runs and grid multiruns have no trial, and import no Optuna.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from src.errors import UserError
+from src.sweep_summary import METRIC
+
+if TYPE_CHECKING:
+    import optuna
+
+    from src.training import Metrics
+
+__all__ = ["StudyTrial", "this_jobs_trial"]
+
+log = logging.getLogger(__name__)
+SWEEPER = "src.optuna_sweeper.ResumableOptunaSweeper"
+
+
+class StudyTrial:
+    """The trial that this job runs."""
+
+    def __init__(self, trial: optuna.Trial, reported: set[int], pruned: bool) -> None:
+        self._trial = trial
+        self._reported = reported  # the epochs whose accuracy the trial has: those before an interruption too
+        self.pruned = pruned
+
+    def report(self, history: list[Metrics]) -> None:
+        """Report the validation accuracy of each epoch in `history` that the trial lacks (epoch n is step n),
+        then ask the study's pruner whether to go on; if not, record the trial as PRUNED, and set `pruned`.
+
+        Called after each epoch, and when training continues from a checkpoint, for the epochs that the
+        stopped run saved but did not report. Epochs reported before an interruption are not reported, nor
+        judged, again: the pruner's decision does not depend on where the run was stopped."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        new = [epoch for epoch in range(1, len(history) + 1) if epoch not in self._reported]
+        for epoch in new:
+            try:
+                self._trial.report(history[epoch - 1][METRIC], step=epoch)
+            except UpdateFinishedTrialError:
+                raise UserError(
+                    f"trial {self._trial.number} of the study {self._trial.study.study_name} was given up: its sweep "
+                    "stopped, and the study runs it again as a new trial. This job stops."
+                ) from None
+            self._reported.add(epoch)
+        if new and self._trial.should_prune():
+            # Recorded here, not by the sweeper: the decision stands even if this job is stopped now.
+            self._trial.study.tell(self._trial, state=TrialState.PRUNED)
+            self.pruned = True
+            log.info(f"Pruned at epoch {new[-1]}: the study's pruner stops this trial ({METRIC} falls behind).")
+
+    def complete(self, value: float) -> None:
+        """Record the trial's result: as soon as the job has it, even if the sweep that waits for it has died."""
+        self._trial.study.tell(self._trial, value, skip_if_finished=True)
+
+
+def this_jobs_trial(history: list[Metrics]) -> StudyTrial | None:
+    """The trial of this job, if it is one of our Optuna sweeper's in a stored study, and still runs or was
+    pruned; None otherwise (its sweep gave it up, or an `--experimental-rerun` reruns a finished trial).
+    A job that continues from a checkpoint reports the epochs of `history` that its trial lacks."""
+    if not HydraConfig.initialized():  # `run()` called as a library
+        return None
+    hydra = HydraConfig.get()
+    sweeper = hydra.sweeper
+    if hydra.mode != RunMode.MULTIRUN or sweeper.get("_target_") != SWEEPER or sweeper.storage is None:
+        return None
+    import optuna
+    from hydra.utils import instantiate
+    from optuna.trial import TrialState
+
+    from src.optuna_config import PRUNER_TARGETS
+    from src.optuna_study import open_storage
+
+    storage = open_storage(sweeper.storage, Path(hydra.runtime.cwd))
+    pruner = instantiate(sweeper.pruner, _execution_whitelist_=PRUNER_TARGETS)
+    # The sweeper samples the parameters; the job's study only judges, so its sampler does nothing.
+    study = optuna.load_study(
+        study_name=sweeper.study_name, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
+    )
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, hydra.job.num)  # pyright: ignore[reportPrivateUsage]
+    trial = storage.get_trial(trial_id)
+    if trial.state not in (TrialState.RUNNING, TrialState.PRUNED):
+        log.info(f"Trial {trial.number} of the study {study.study_name} is {trial.state.name}: not reporting to it.")
+        return None
+    this_trial = StudyTrial(
+        optuna.Trial(study, trial_id), set(trial.intermediate_values), pruned=trial.state == TrialState.PRUNED
+    )
+    if not this_trial.pruned:
+        this_trial.report(history)
+    return this_trial
