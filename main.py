@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from src.errors import RunFailedError, UserError, exit_on_user_error
 from src.optuna_sweeper import ResumableOptunaSweeper
 from src.run import register_configs, run
-from src.run_record import check_rerun_directory, save_run_record
+from src.run_record import RunRecord, check_rerun_directory
 
 # The dataclasses must be in the ConfigStore before Hydra composes conf/config.yaml.
 register_configs()
@@ -27,10 +27,14 @@ Plugins.instance().register(ResumableOptunaSweeper)
 @hydra.main(config_path="conf", config_name="config", execution_whitelist=("src.*",))
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    record = RunRecord(cfg, output_dir)  # Hydra's record of the run, .hydra/ (src/run_record.py)
     with exit_on_user_error():
         try:
             # The value returned is what sweepers such as Optuna optimise.
-            return run(cfg, output_dir=output_dir, on_accepted=lambda: save_run_record(cfg, output_dir))
+            return run(cfg, output_dir=output_dir, on_checked=record.save_if_new, on_accepted=record.accept)
+        except UserError:
+            record.take_back()  # a refused run leaves the directory as it was
+            raise
         except RunFailedError as error:
             if HydraConfig.get().mode is RunMode.MULTIRUN:
                 raise  # Hydra records the job as failed (a sweeper, its trial), and the sweep goes on

@@ -114,7 +114,7 @@ class SweepSummary(Callback):
         ending = sys.exc_info()[1]
         if jobs and all(job.status == "failed" for job in jobs) and (ending is None or isinstance(ending, Exception)):
             sys.exit(
-                f"Error: every job of the sweep failed ({len(jobs)}); each job's error is at the end of its log, "
+                f"Error: every job of the sweep failed ({len(jobs)}); each job's log says why, "
                 f"{sweep_dir}/JOB/{config.hydra.job.name}.log."
             )
 

@@ -28,7 +28,7 @@ from torch import nn
 # Public, documented API, which torch re-exports without listing it in `__all__`.
 from torch.distributed import PrefixStore, Store, TCPStore  # pyright: ignore[reportPrivateImportUsage]
 
-from src.errors import UserError
+from src.errors import RunFailedError, UserError
 
 __all__ = ["ONE_PROCESS", "World"]
 
@@ -190,7 +190,7 @@ class World:
             lost = _lost_process(error) and self._roll_call(store)
             if lost:
                 ranks = ("rank " if len(lost) == 1 else "ranks ") + ", ".join(map(str, lost))
-                raise UserError(
+                raise RunFailedError(
                     f"{ranks} of {self.size} stopped during training (it ended, or hangs); "
                     f"{self._see_logs()}; the run continues from its last checkpoint when started again."
                 ) from None

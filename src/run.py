@@ -71,13 +71,21 @@ def register_configs() -> None:
     register_sweeper_configs()  # `hydra/sweeper/resumable_optuna`, which conf/hydra/sweeper/fcn_params.yaml extends
 
 
-def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], object] | None = None) -> float:
+def run(
+    raw_config: DictConfig,
+    output_dir: Path,
+    *,
+    on_checked: Callable[[], object] | None = None,
+    on_accepted: Callable[[], object] | None = None,
+) -> float:
     """Train and evaluate as configured; return the validation accuracy for sweepers to optimise.
 
     If `output_dir` holds a checkpoint (of a run that was killed or interrupted there), continue from it.
     Every check that can refuse the run (with UserError) comes before it writes anything there: then
     `on_accepted()` is called (main.py saves Hydra's record of the run, .hydra/, there), and training
     starts. A run that fails otherwise before it trains (a bug, a crash) calls it too, before it raises.
+    `on_checked()` is called once the config is checked and the directory is this run's alone (main.py
+    then saves the record where there is none, and takes it back if the run is refused).
     """
     cfg, logged_config = checked_config(raw_config)
     assert isinstance(cfg, Config)
@@ -92,6 +100,8 @@ def run(raw_config: DictConfig, output_dir: Path, *, on_accepted: Callable[[], o
     output_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it; a caller of `run()` may not have
     # Rank 0 claims the directory for the run, whose other processes work in it too.
     with claim_output_dir(output_dir) if world.is_main else nullcontext():
+        if world.is_main and on_checked is not None:
+            on_checked()
         # A checkpoint here of a run with other settings stops this one before the data is prepared.
         checkpoint = Checkpoint(path=output_dir / CHECKPOINT_FILE, config=logged_config, world=world)
         metrics_file = output_dir / METRICS_FILE

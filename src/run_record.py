@@ -3,9 +3,12 @@ which `--experimental-rerun` and the sweep summary read.
 
 Hydra saves it before the run starts, over the record of the run that a refused one finds there (after
 which that run could not be rerun either). conf/config.yaml turns that off (`hydra.output_subdir: null`),
-and main.py saves it here once `run()` has accepted the run.
+and main.py saves it with a `RunRecord`: in a new output directory as soon as the config is checked (a job
+that then dies before it trains, killed or out of memory, is still in its sweep's summary), taken back if
+the run is refused; over the record of an earlier run only once `run()` has accepted this one.
 """
 
+import shutil
 from pathlib import Path
 
 import yaml
@@ -15,19 +18,37 @@ from omegaconf.errors import OmegaConfBaseException
 
 from src.errors import UserError
 
-__all__ = ["check_rerun_directory", "save_run_record"]
+__all__ = ["RunRecord", "check_rerun_directory"]
 
 RECORD = ".hydra"  # where Hydra keeps it, and where `--experimental-rerun` looks
 
 
-def save_run_record(cfg: DictConfig, output_dir: Path) -> None:
-    """Save what Hydra would have saved: the task's config, Hydra's config and the command-line overrides."""
-    record = output_dir / RECORD
-    record.mkdir(exist_ok=True)
-    hydra_config = HydraConfig.get()
-    OmegaConf.save(cfg, record / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), record / "hydra.yaml")
-    OmegaConf.save(hydra_config.overrides.task, record / "overrides.yaml")
+class RunRecord:
+    """Hydra's record of one run in `output_dir`: the task's config, Hydra's config and the overrides."""
+
+    def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
+        self.cfg, self.record = cfg, output_dir / RECORD
+        self._provisional = False  # saved in a new directory before the run was accepted
+
+    def save_if_new(self) -> None:
+        """Save the record where there is none yet (the run's config is checked, and the directory is its own)."""
+        if not self.record.exists():
+            self.accept()
+            self._provisional = True
+
+    def accept(self) -> None:
+        """Save the record of the run, which `run()` has accepted."""
+        self.record.mkdir(exist_ok=True)
+        hydra_config = HydraConfig.get()
+        OmegaConf.save(self.cfg, self.record / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), self.record / "hydra.yaml")
+        OmegaConf.save(hydra_config.overrides.task, self.record / "overrides.yaml")
+        self._provisional = False
+
+    def take_back(self) -> None:
+        """Remove the record saved by `save_if_new()` of a run that was then refused."""
+        if self._provisional:
+            shutil.rmtree(self.record, ignore_errors=True)
 
 
 def check_rerun_directory(arguments: list[str]) -> None:

@@ -124,7 +124,7 @@ def test_a_signal_to_one_task_stops_all_at_the_same_step_and_the_requeued_job_en
     task_logs = "".join(path.read_text() for path in sorted((two_task_sweep / ".submitit").glob("*/*_log.*")))
     assert "Stopped for SLURM (preemption or time limit): saved in sweep/0/checkpoint.pt." in task_logs
     assert "Requeued job" in task_logs
-    assert re.search(r"Continuing from sweep/0/checkpoint.pt: 1 epochs and [1-9]\d* steps done\.", task_logs)
+    assert re.search(r"Continuing from sweep/0/checkpoint.pt: 1 epoch and [1-9]\d* steps done\.", task_logs)
     assert metrics(two_task_sweep / "0") == metrics(two_task_sweep / "1")  # every metric, bit for bit
 
 
@@ -149,10 +149,15 @@ def test_a_task_that_dies_ends_the_job_with_one_line_naming_its_rank(mnist_root:
     signal_local_task(job, rank=1, signum=signal.SIGKILL)
     output, _ = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode != 0
+    # The job failed, as a run that fails while it trains does, and its log says why.
+    assert output.splitlines()[-1] == (
+        "Error: every job of the sweep failed (1); each job's log says why, sweep/JOB/main.log."
+    )
+    log = (tmp_path / SWEEP_DIR / "0" / "main.log").read_text()
     assert (
-        f"Error: rank 1 of 2 stopped during training (it ended, or hangs); each task's log in "
+        f"src.errors.RunFailedError: rank 1 of 2 stopped during training (it ended, or hangs); each task's log in "
         f"sweep/.submitit/{job} says why; the run continues from its last checkpoint when started again."
-    ) in output.splitlines()
+    ) in log.splitlines()
 
 
 # On SLURM, with dropout: each process draws its own masks, and a requeued job must restore each one's.
@@ -179,7 +184,7 @@ def test_on_slurm_a_two_task_job_is_one_run_and_ends_as_if_left_alone_when_reque
     assert_one_run_per_job(sweep_dir, num_jobs=2)
     log = "".join(path.read_text() for path in sorted(_task_folders(sweep_dir)[0].glob("*_log.*")))
     assert "Requeued job" in log
-    assert re.search(r"Continuing from sweep/0/checkpoint.pt: 1 epochs and [1-9]\d* steps done\.", log), log
+    assert re.search(r"Continuing from sweep/0/checkpoint.pt: 1 epoch and [1-9]\d* steps done\.", log), log
     assert metrics(sweep_dir / "0") == metrics(sweep_dir / "1")
 
 

@@ -293,7 +293,7 @@ def test_a_preempted_trial_continues_and_is_judged_as_if_left_alone(
 
     logs = [path.read_text() for path in (tmp_path / "sweep" / ".submitit").glob("*/*_log.out")]
     assert "Requeued job" in "".join(logs)
-    assert "Continuing from sweep/1/checkpoint.pt: 1 epochs and" in "".join(logs)
+    assert "Continuing from sweep/1/checkpoint.pt: 1 epoch and" in "".join(logs)
     assert "already reported" not in "".join(logs)  # no epoch reported twice
     assert all("Job completed successfully" in log for log in logs)  # pruned trials are no failed jobs
     left_alone = pruned_study[1][:2]
