@@ -33,22 +33,26 @@ class RunRecord:
     def save_if_new(self) -> None:
         """Save the record where there is none yet (the run's config is checked, and the directory is its own)."""
         if not self.record.exists():
-            self.accept()
+            self._save()
             self._provisional = True
 
     def accept(self) -> None:
-        """Save the record of the run, which `run()` has accepted."""
-        self.record.mkdir(exist_ok=True)
-        hydra_config = HydraConfig.get()
-        OmegaConf.save(self.cfg, self.record / "config.yaml")
-        OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), self.record / "hydra.yaml")
-        OmegaConf.save(hydra_config.overrides.task, self.record / "overrides.yaml")
+        """Keep the record of the run, which `run()` has accepted, saving it over an earlier run's."""
+        if not self._provisional:
+            self._save()
         self._provisional = False
 
     def take_back(self) -> None:
         """Remove the record saved by `save_if_new()` of a run that was then refused."""
         if self._provisional:
             shutil.rmtree(self.record, ignore_errors=True)
+
+    def _save(self) -> None:
+        self.record.mkdir(exist_ok=True)
+        hydra_config = HydraConfig.get()
+        OmegaConf.save(self.cfg, self.record / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), self.record / "hydra.yaml")
+        OmegaConf.save(hydra_config.overrides.task, self.record / "overrides.yaml")
 
 
 def check_rerun_directory(arguments: list[str]) -> None:

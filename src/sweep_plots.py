@@ -84,6 +84,7 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
     fill is left out, saying why."""
     import matplotlib
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from optuna.exceptions import ExperimentalWarning
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as optuna_plots
@@ -96,7 +97,9 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
     with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore", ExperimentalWarning)
         if complete:
-            figures["optimization_history"] = _figure(optuna_plots.plot_optimization_history(study, target_name=metric))
+            history = optuna_plots.plot_optimization_history(study, target_name=metric)
+            history.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers
+            figures["optimization_history"] = _figure(history)
         else:
             log.info("No optimisation history: no trial of the study completed.")
         if len(complete) >= 2 and len(params) >= 2:
@@ -107,7 +110,11 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
                 f"{len(complete)} and {len(params)}."
             )
         if any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
-            figures["intermediate_values"] = _figure(optuna_plots.plot_intermediate_values(study))
+            intermediate = optuna_plots.plot_intermediate_values(study)
+            # Each trial reports `metric` after every epoch, as step n for epoch n (src/optuna_trial.py).
+            intermediate.set(xlabel="Epoch", ylabel=f"{metric} after the epoch")
+            intermediate.xaxis.set_major_locator(MaxNLocator(integer=True))
+            figures["intermediate_values"] = _figure(intermediate)
         else:
             log.info("No intermediate values: no trial reported any.")
     for figure in figures.values():

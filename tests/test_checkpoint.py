@@ -161,7 +161,7 @@ def test_a_second_run_in_an_output_directory_in_use_is_refused(
     mnist_root: Path, run_main: RunMain, tmp_path: Path
 ) -> None:
     first = start(mnist_root, tmp_path, *ARGS, "opt.epochs=30", "hydra.run.dir=out")
-    wait_for(tmp_path / "out" / ".hydra" / "hydra.yaml", first)  # saved once the run is accepted: it trains now
+    wait_for(tmp_path / "out" / ".hydra" / "hydra.yaml", first)  # saved once it holds the directory
     before = snapshot(tmp_path / "out" / ".hydra")
     second = run_main(*ARGS, "opt.epochs=30", "hydra.run.dir=out", env=ENV)
     assert second.returncode == 1

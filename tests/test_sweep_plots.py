@@ -126,9 +126,11 @@ def test_a_study_is_drawn_with_optunas_plots(tmp_path: Path) -> None:
     assert {label.get_text() for label in importances.get_yticklabels()} == {"lr", "layers"}
     assert (intermediate.get_title(), intermediate.get_xlabel(), intermediate.get_ylabel()) == (
         "Intermediate Values Plot",
-        "Step",
-        "Intermediate Value",
+        "Epoch",
+        "val/acc after the epoch",
     )
+    # Trials and epochs are counted in whole numbers.
+    assert all(tick == int(tick) for axes in (history, intermediate) for tick in axes.get_xticks())
     assert len(intermediate.lines) == 4  # one per trial
     assert paths == [tmp_path / f"{name}.png" for name in figures]
     for path in paths:
