@@ -50,7 +50,7 @@ def verdict(passed: bool) -> str:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A Markdown table, so that the output can be pasted into the README."""
+    """A Markdown table, so that the output can be pasted into docs/performance.md."""
     widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
     print("| " + " | ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (width + 2) for width in widths) + "|")

@@ -42,22 +42,25 @@ print(int(load_or_build(path, build)["x"].sum()))
 """
 
 
+def at_once(script: str, *arguments: list[str]) -> list[tuple[str, str]]:
+    """Run `python -c script ARGUMENTS` for each list of arguments, all at the same time; each one's stdout
+    and stderr, once all have exited 0."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for args in arguments
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0] * len(processes), outputs
+    return outputs
+
+
 def test_processes_that_prepare_the_same_data_at_once_build_it_once_and_all_read_it_whole(tmp_path: Path) -> None:
     path = tmp_path / "cache" / "data.pt"
     rendezvous = tmp_path / "rendezvous"
     rendezvous.mkdir()
-    contenders = [
-        subprocess.Popen(
-            [sys.executable, "-c", CONTENDER, str(path), str(rendezvous), str(PROCESSES)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(PROCESSES)
-    ]
-    outputs = [contender.communicate(timeout=120) for contender in contenders]
-    assert [contender.returncode for contender in contenders] == [0] * PROCESSES, outputs
+    outputs = at_once(CONTENDER, *[[str(path), str(rendezvous), str(PROCESSES)]] * PROCESSES)
     assert [stdout.strip() for stdout, _ in outputs] == [str(sum(range(1_000_000)))] * PROCESSES
     assert len(list(rendezvous.glob("built-*"))) == 1  # the others waited for it, and read it
     assert sorted(path.name for path in path.parent.iterdir()) == ["data.pt", "data.pt.lock"]  # no temporary file
@@ -119,18 +122,8 @@ def test_first_runs_at_once_on_mnist_archives_extract_them_once_and_build_one_ca
         (raw / f"{name}.gz").write_bytes(gzip.compress((mnist_root / "MNIST" / "raw" / name).read_bytes()))
     rendezvous = tmp_path / "rendezvous"
     rendezvous.mkdir()
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-c", FIRST_RUN, str(tmp_path / "data"), str(rendezvous), str(PROCESSES), str(number)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for number in range(PROCESSES)
-    ]
-    outputs = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [0] * PROCESSES, outputs
+    data = str(tmp_path / "data")
+    outputs = at_once(FIRST_RUN, *[[data, str(rendezvous), str(PROCESSES), str(number)] for number in range(PROCESSES)])
     assert len({stdout for stdout, _ in outputs}) == 1
     for name in MNIST_FILES:
         assert (raw / name).read_bytes() == (mnist_root / "MNIST" / "raw" / name).read_bytes()
