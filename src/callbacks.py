@@ -112,6 +112,11 @@ class SweepSummary(Callback):
         # failure (an Optuna study with no completed trial fails as well), which Hydra would print with its
         # traceback; one line says more. An exit (an error already said in one line, Ctrl-C) goes on as it is.
         ending = sys.exc_info()[1]
+        if ending is not None and type(ending).__module__.startswith("submitit."):
+            # A job that submitit ran in a process of its own (on a SLURM node) failed without a result: the
+            # error line it printed, if any, or else submitit's account (the job's state and its stderr).
+            job_errors = [line for line in str(ending).splitlines() if line.startswith("Error: ")]
+            sys.exit(job_errors[-1] if job_errors else f"Error: {ending}")
         if jobs and all(job.status == "failed" for job in jobs) and (ending is None or isinstance(ending, Exception)):
             sys.exit(
                 f"Error: every job of the sweep failed ({len(jobs)}); each job's log says why, "

@@ -20,10 +20,13 @@ import torch
 
 from src.digits import MNIST_FILES
 from src.errors import RunFailedError, UserError
-from tests.conftest import RunMain, Train, write_idx
+from tests.conftest import REPO, RunMain, Train, write_idx
 
 TINY = ("model.hidden_dim=8", "opt.epochs=1")
 STUDY = ("--multirun", "hydra/sweeper=fcn_params", "hydra.sweep.dir=sweep")
+TWO_TASKS = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")  # a run of two processes
+# The jobs that submitit starts unpickle main.py's function, which imports `src`: from the repository.
+IN_JOBS = {"PYTHONPATH": str(REPO)}
 API_KEY = "0123456789abcdef0123456789abcdef01234567"  # in WANDB_API_KEY, as W&B would use it
 HOW_WANDB_GETS_ITS_KEY = (
     "W&B reads its key from the environment variable WANDB_API_KEY or from ~/.netrc (`wandb login`)."
@@ -39,6 +42,7 @@ class Refusal:
     in_process: bool = False
     env: dict[str, str] = field(default_factory=dict[str, str])
     setup: Setup | None = None  # prepares the working directory (files in the output directory `out`, a data root)
+    slow: bool = False  # processes that take more than a few seconds to start (submitit's jobs)
 
 
 def mnist_copy(cwd: Path, mnist_root: Path, name: str) -> Path:
@@ -97,6 +101,13 @@ def earlier_version_checkpoint(cwd: Path, mnist_root: Path, train: Train) -> Non
     saved = torch.load(cwd / "out" / "checkpoint.pt", weights_only=True)
     del saved["data"]
     torch.save(saved, cwd / "out" / "checkpoint.pt")
+
+
+def stopped_run_of_one_process_in_a_sweep(cwd: Path, mnist_root: Path, train: Train) -> None:
+    """A stopped run of one process, in the directory of the first job of the sweep `sweep`."""
+    stopped_run()(cwd, mnist_root, train)
+    (cwd / "sweep").mkdir()
+    (cwd / "out").rename(cwd / "sweep" / "0")
 
 
 def damaged_record(cwd: Path, mnist_root: Path, train: Train) -> None:
@@ -393,6 +404,22 @@ REFUSALS = {
         "PATH): start the sweep on the cluster's login node, or leave out hydra/launcher to run the jobs here.",
         env={"PATH": "/nonexistent"},  # whether or not this machine has SLURM
     ),
+    "batch-norm-in-processes-on-cpus": Refusal(
+        ("--multirun", *TWO_TASKS, "model.norm=BN", "hydra.sweep.dir=sweep"),
+        "Error: model.norm=BN in a run of 2 processes on CPUs: SyncBatchNorm, which normalises over the whole "
+        "batch, needs GPUs; use model.norm=LN, GPUs, or one task.",
+        env=IN_JOBS,
+        slow=True,
+    ),
+    "checkpoint-of-another-number-of-processes": Refusal(
+        ("--multirun", *TWO_TASKS, *TINY, "hydra.sweep.dir=sweep"),
+        "Error: sweep/0/checkpoint.pt is the checkpoint of a run of 1 process(es), each with its own random state; "
+        "continue it with 1 (hydra.launcher.tasks_per_node times hydra.launcher.nodes), not 2, or choose another "
+        "output directory.",
+        env=IN_JOBS,
+        setup=stopped_run_of_one_process_in_a_sweep,
+        slow=True,
+    ),
     "optuna-n-jobs": Refusal((*STUDY, "hydra.sweeper.n_jobs=0"), "Error: hydra.sweeper.n_jobs=0 must be 1 or more."),
     "optuna-n-trials": Refusal(
         (*STUDY, "hydra.sweeper.n_trials=-1"), "Error: hydra.sweeper.n_trials=-1 must be 1 or more."
@@ -462,7 +489,13 @@ def matches(line: str, expected: str) -> bool:
     return re.fullmatch(".*".join(map(re.escape, expected.split("…"))), line) is not None
 
 
-@pytest.mark.parametrize("refusal", REFUSALS.values(), ids=REFUSALS.keys())
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        pytest.param(refusal, id=name, marks=[pytest.mark.slow] if refusal.slow else [])
+        for name, refusal in REFUSALS.items()
+    ],
+)
 def test_refusal(
     refusal: Refusal,
     *,
