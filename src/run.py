@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -136,10 +135,10 @@ def _prepare(cfg: Config, checkpoint: Checkpoint, world: World) -> tuple[Data, T
     import torch
 
     from src.memory_check import check_batch_fits, check_data_and_weights_fit
-    from src.training import TrainingState, check_batch_sizes
+    from src.training import TrainingState, check_batch_sizes, use_deterministic_kernels
 
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
-    _use_deterministic_kernels()
+    use_deterministic_kernels()
     device = world.device(cfg.gpu)
     check_data_and_weights_fit(cfg.dm, cfg.model, device)
     data = cfg.dm.build(seed=cfg.seed)
@@ -294,16 +293,3 @@ def _summary(metrics: dict[str, float], prefix: str) -> str:
     """The headline metrics of one split, for the console."""
     names = (f"{prefix}/acc", f"{prefix}/worst_group_acc", f"{prefix}/loss")
     return " ".join(f"{name}={metrics[name]:.4f}" for name in names)
-
-
-def _use_deterministic_kernels() -> None:
-    """The same seed gives the same result on a GPU too, as on the CPU: PyTorch's deterministic kernels
-    (cuBLAS's need this workspace setting, read when CUDA first multiplies matrices), and a warning that
-    names any operation without one. New memory is not filled first, as this mode would by default: no
-    operation here reads memory it has not written, and filling costs a pass over every new buffer."""
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # A property that the module defines at run time, unseen by type checkers.
-    torch.utils.deterministic.fill_uninitialized_memory = False  # pyright: ignore[reportAttributeAccessIssue]

@@ -1,6 +1,7 @@
 """The training loop and the metrics: plain PyTorch, with the whole data set held as tensors."""
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,7 +16,15 @@ from src.distributed import ONE_PROCESS, World
 from src.errors import RunFailedError, UserError
 from src.optimisation import OptimisationCfg
 
-__all__ = ["Metrics", "TrainingState", "check_batch_sizes", "check_finite", "evaluate", "fit"]
+__all__ = [
+    "Metrics",
+    "TrainingState",
+    "check_batch_sizes",
+    "check_finite",
+    "evaluate",
+    "fit",
+    "use_deterministic_kernels",
+]
 
 Metrics = dict[str, float]
 DIVERGED = "training diverged: try a smaller opt.lr. The checkpoint of the last epoch, if any, is intact."
@@ -94,6 +103,17 @@ def fit(
         check_finite(metrics, f"at the end of epoch {epoch}")
         state.history.append(metrics)
         on_epoch_end(state)
+
+
+def use_deterministic_kernels() -> None:
+    """The same seed gives the same result on a GPU too, as on the CPU: PyTorch's deterministic kernels
+    (cuBLAS's need this workspace setting, read when CUDA first multiplies matrices), and a warning that
+    names any operation without one. New memory is not filled first, as this mode would by default: no
+    operation here reads memory it has not written, and filling costs a pass over every new buffer."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # A property that the module defines at run time, unseen by type checkers.
+    torch.utils.deterministic.fill_uninitialized_memory = False  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def check_batch_sizes(model: nn.Module, *, num_train: int, batch_size: int) -> None:
