@@ -108,20 +108,24 @@ class SweepSummary(Callback):
         if interrupted:  # by Ctrl-C, or SLURM's time limit: the sweep stopped
             command = continue_command(sweep_dir)
             log.info(f"Interrupted jobs: {', '.join(interrupted)}; to continue the sweep, run: {command}")
-        # Called in a `finally`: what ends the sweep is in flight. Where every job failed, that is the last
-        # failure (an Optuna study with no completed trial fails as well), which Hydra would print with its
-        # traceback; one line says more. An exit (an error already said in one line, Ctrl-C) goes on as it is.
+        # Called in a `finally`: what ends the sweep is in flight, which Hydra would print with its traceback;
+        # one line says more. A job that submitit ran in a process of its own (on a SLURM node) ended without a
+        # result: the error line it printed, if any (it was refused there). Every job failed: the last failure
+        # (an Optuna study with no completed trial fails as well), and a line that says so. A job died without
+        # a word (killed, out of memory): submitit's account of it. An exit (an error already said in one line,
+        # Ctrl-C) goes on as it is.
         ending = sys.exc_info()[1]
-        if ending is not None and type(ending).__module__.startswith("submitit."):
-            # A job that submitit ran in a process of its own (on a SLURM node) failed without a result: the
-            # error line it printed, if any, or else submitit's account (the job's state and its stderr).
-            job_errors = [line for line in str(ending).splitlines() if line.startswith("Error: ")]
-            sys.exit(job_errors[-1] if job_errors else f"Error: {ending}")
+        from_submitit = ending is not None and type(ending).__module__.startswith("submitit.")
+        job_errors = [line for line in str(ending).splitlines() if line.startswith("Error: ")] if from_submitit else []
+        if job_errors:
+            sys.exit(job_errors[-1])
         if jobs and all(job.status == "failed" for job in jobs) and (ending is None or isinstance(ending, Exception)):
             sys.exit(
                 f"Error: every job of the sweep failed ({len(jobs)}); each job's log says why, "
                 f"{sweep_dir}/JOB/{config.hydra.job.name}.log."
             )
+        if from_submitit:
+            sys.exit(f"Error: {ending}")
 
 
 def _overrides(config: DictConfig, kind: str) -> list[str]:
