@@ -103,7 +103,17 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
         else:
             log.info("No optimisation history: no trial of the study completed.")
         if len(complete) >= 2 and len(params) >= 2:
-            figures["param_importances"] = _figure(optuna_plots.plot_param_importances(study, target_name=metric))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                importances = _figure(optuna_plots.plot_param_importances(study, target_name=metric))
+            # Optuna's warning where the completed trials score alike (two trials of the same val/acc, say):
+            # every parameter would be drawn as equally important, which says nothing.
+            alike = [str(warning.message) for warning in caught if "importances will be equal" in str(warning.message)]
+            if alike:
+                plt.close(importances)
+                log.info(f"No parameter importances: the completed trials score too much alike ({alike[0]})")
+            else:
+                figures["param_importances"] = importances
         else:
             log.info(
                 f"No parameter importances: they need 2 completed trials and 2 parameters, and the study has "

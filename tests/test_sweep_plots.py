@@ -154,6 +154,23 @@ def test_plots_that_the_study_cannot_fill_are_left_out_saying_why(
     assert "No intermediate values: no trial reported any." in caplog.messages
 
 
+def test_no_importances_are_drawn_for_trials_that_score_alike(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    study = optuna.create_study(direction="maximize")
+    # As two trials of a short study can: the same val/acc (and so no parameter that tells them apart).
+    study.optimize(lambda trial: 0.7 + 0 * trial.suggest_float("lr", 0, 1) * trial.suggest_int("layers", 1, 3), 2)
+
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        figures = study_figures(study, "val/acc")
+
+    assert list(figures) == ["optimization_history"]
+    assert [str(warning.message) for warning in caught] == []  # Optuna's warning is not shown
+    assert caplog.messages[-2].startswith(
+        "No parameter importances: the completed trials score too much alike (Target and region quantiles select "
+        "the same set of trials."
+    )
+
+
 def test_a_study_kept_in_memory_has_no_pictures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     sweeper = OmegaConf.create({"study_name": "study", "storage": None})  # the Optuna plugin's default
     with caplog.at_level(logging.INFO):
