@@ -28,6 +28,20 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str], cwd: Path)
     if not 0 <= sweeper.max_failure_rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={sweeper.max_failure_rate} must be between 0 and 1.")
     _check_direction(sweeper.direction)
+    pruner = sweeper.get("pruner")  # this project's sweeper's (src/optuna_config.py); the plugin's has none
+    if (
+        pruner is not None
+        and pruner._target_ != "optuna.pruners.NopPruner"
+        and None
+        in (
+            sweeper.storage,
+            sweeper.study_name,
+        )
+    ):
+        raise UserError(
+            f"hydra.sweeper.pruner={pruner._target_} needs a stored study, where each job reports to its "
+            "trial: set hydra.sweeper.storage and hydra.sweeper.study_name."
+        )
     seed = sweeper.sampler.get("seed")
     if seed is not None and not 0 <= seed < 2**32:
         raise UserError(f"hydra.sweeper.sampler.seed={seed} must be from 0 to 2**32 - 1, as numpy's seeds are.")

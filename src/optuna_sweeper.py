@@ -71,7 +71,6 @@ class ResumableOptunaSweeper(OptunaSweeper):
         plugin = self.sweeper
         config, launcher = plugin.config, plugin.launcher
         assert config is not None and launcher is not None, "setup() comes first"
-        self._check_settings()
         # The plugin's own helpers turn `params` and the command line's sweeps into Optuna distributions.
         plugin._process_searchspace_config()  # pyright: ignore[reportPrivateUsage]
         params = [*plugin._parse_sweeper_params_config(), *arguments]  # pyright: ignore[reportPrivateUsage]
@@ -125,16 +124,6 @@ class ResumableOptunaSweeper(OptunaSweeper):
         assert sampler.func is GridSampler
         grid = {name: plugin._to_grid_sampler_choices(d) for name, d in search_space.items()}  # pyright: ignore[reportPrivateUsage]
         return sampler(grid), min(plugin.n_trials, math.prod(len(values) for values in grid.values()))
-
-    def _check_settings(self) -> None:
-        """Refuse, before the study is created or loaded, settings with which the sweep cannot work: the one
-        place where the sweeper's settings are checked."""
-        plugin = self.sweeper
-        if self.pruner._target_ != "optuna.pruners.NopPruner" and (plugin.storage is None or plugin.study_name is None):
-            raise UserError(
-                f"hydra.sweeper.pruner={self.pruner._target_} needs a stored study, where each job reports to its "
-                "trial: set hydra.sweeper.storage and hydra.sweeper.study_name."
-            )
 
     def _settings(self, fixed: list[str], search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         """What the study is bound to: the jobs' config, with the overrides every trial gets, but for the

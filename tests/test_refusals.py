@@ -438,6 +438,11 @@ REFUSALS = {
         "Error: hydra.sweeper.direction=['maximize', 'minimize']: main() returns one number, val/acc, so give one "
         "direction: maximize (or minimize).",
     ),
+    "optuna-pruner-without-storage": Refusal(
+        (*STUDY, "hydra/sweeper/pruner=median", "hydra.sweeper.storage=null"),
+        "Error: hydra.sweeper.pruner=optuna.pruners.MedianPruner needs a stored study, where each job reports to "
+        "its trial: set hydra.sweeper.storage and hydra.sweeper.study_name.",
+    ),
     "optuna-storage": Refusal(
         (*STUDY, "hydra.sweeper.storage=postgress://db/study"),
         "Error: hydra.sweeper.storage=postgress://db/study: a study must be kept in a file that every sweep process "
