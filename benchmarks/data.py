@@ -37,7 +37,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import torch
-from src.cmnist import CMNISTDataModule, DigitSource
+from src.datasets.cmnist import CMNISTDataModule, DigitSource
 
 start = time.perf_counter()
 data = CMNISTDataModule(root=Path(sys.argv[2]), digits=DigitSource.MNIST).build(seed=int(sys.argv[3]))

@@ -34,16 +34,17 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
+
 from common import REPO, machine, median_ratio, print_table, verdict
 
 sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/distributed.py`
 
-from src.cmnist import CMNISTDataModule, DigitSource
-from src.distributed import World
+from src.datasets.cmnist import CMNISTDataModule, DigitSource
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
-from src.stopping import StopRequest
-from src.training import TrainingState, fit
+from src.training.distributed import World
+from src.training.loop import TrainingState, fit
+from src.training.stopping import StopRequest
 
 TARGET = 0.05
 SEED = 42

@@ -44,19 +44,19 @@ from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from common import REPO, print_table
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import REPO, print_table
 from training import MODELS, SEED, FloatSplit, as_floats, describe, device_name, initial_state, synchronize
 
 sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/gpu.py`
 
-import src.training
-from src.cmnist import CMNISTDataModule
+import src.training.loop
 from src.data import Data
+from src.datasets.cmnist import CMNISTDataModule
 from src.optimisation import OptimisationCfg
-from src.training import TrainingState, fit
+from src.training.loop import TrainingState, fit
 
 Epoch = Callable[[], float]  # trains one more epoch; returns the validation accuracy
 # In the order they run: the compiled ones, slowest to start, last.
@@ -67,7 +67,7 @@ VARIANTS = ["fit", "minimal", "eval4096", "bf16", "tf32", "cuda-graph", "compile
 class Variant:
     name: str
     start: Callable[[], Epoch]  # builds the variant's state, from the same seed
-    eval_batch_size: int = src.training.EVAL_BATCH_SIZE
+    eval_batch_size: int = src.training.loop.EVAL_BATCH_SIZE
     tf32: bool = False
     needs_cuda: bool = False
 
@@ -156,13 +156,13 @@ def main() -> None:
 @contextlib.contextmanager
 def _settings(variant: Variant) -> Generator[None]:
     """The variant's global settings, for the duration of its epochs."""
-    eval_batch_size, precision = src.training.EVAL_BATCH_SIZE, torch.get_float32_matmul_precision()
-    src.training.EVAL_BATCH_SIZE = variant.eval_batch_size  # read by `evaluate()` at each call
+    eval_batch_size, precision = src.training.loop.EVAL_BATCH_SIZE, torch.get_float32_matmul_precision()
+    src.training.loop.EVAL_BATCH_SIZE = variant.eval_batch_size  # read by `evaluate()` at each call
     torch.set_float32_matmul_precision("high" if variant.tf32 else "highest")  # "high": TF32
     try:
         yield
     finally:
-        src.training.EVAL_BATCH_SIZE = eval_batch_size
+        src.training.loop.EVAL_BATCH_SIZE = eval_batch_size
         torch.set_float32_matmul_precision(precision)
 
 
@@ -297,7 +297,7 @@ def _graphed_epochs(
 @torch.inference_mode()
 def _val_acc(model: torch.nn.Module, val: FloatSplit) -> float:
     model.eval()
-    size = src.training.EVAL_BATCH_SIZE
+    size = src.training.loop.EVAL_BATCH_SIZE
     correct = sum(
         (model(val.images[i : i + size]).argmax(dim=1) == val.labels[i : i + size]).sum()
         for i in range(0, len(val.labels), size)

@@ -30,11 +30,12 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+
 from common import REPO, interleaved, machine, print_table, verdict
 
 sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/optuna_slots.py`
 
-from src.cmnist import CMNISTDataModule, DigitSource
+from src.datasets.cmnist import CMNISTDataModule, DigitSource
 
 TARGET = 0.10
 SLOTS = 2

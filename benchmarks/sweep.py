@@ -36,15 +36,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from common import REPO, machine, print_table, timed, verdict
 
 sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/sweep.py`
 
-from src.cmnist import CMNISTDataModule, DigitSource
 from src.data import Data
+from src.datasets.cmnist import CMNISTDataModule, DigitSource
 from src.model import FcnFactory
 from src.optimisation import OptimisationCfg
-from src.training import TrainingState, evaluate, fit
+from src.training.loop import TrainingState, evaluate, fit
 
 TARGET_S = 0.5
 SEED = 1

@@ -33,17 +33,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import REPO, interleaved, machine, median_ratio, print_table, verdict
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from common import REPO, interleaved, machine, median_ratio, print_table, verdict
+
 sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/training.py`
 
-from src.cmnist import CMNISTDataModule
 from src.data import Data, Split
+from src.datasets.cmnist import CMNISTDataModule
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
-from src.training import EVAL_BATCH_SIZE, TrainingState, fit
+from src.training.loop import EVAL_BATCH_SIZE, TrainingState, fit
 
 TARGET = 1.05
 SEED = 42

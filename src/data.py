@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Self
 
 from omegaconf import II
 
-from src.errors import UserError
-from src.paths import user_path
+from src.common.errors import UserError
+from src.common.paths import user_path
 
 if TYPE_CHECKING:
     import torch

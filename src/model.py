@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import override
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 if TYPE_CHECKING:
     from torch import nn

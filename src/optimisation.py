@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 if TYPE_CHECKING:
     from torch import Tensor

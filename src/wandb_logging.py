@@ -9,8 +9,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.errors import UserError
-from src.paths import user_path
+from src.common.errors import UserError
+from src.common.paths import user_path
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run

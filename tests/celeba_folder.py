@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from src.celeba import CelebAttr
+from src.datasets.celeba import CelebAttr
 
 __all__ = ["FakeCelebA", "image_indices", "write_attribute_file", "write_celeba", "write_lines"]
 

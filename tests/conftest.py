@@ -14,8 +14,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from src.digits import MNIST_FILES, synthetic_digits
-from src.run import register_configs, run
+from src.config import register_configs
+from src.datasets.digits import MNIST_FILES, synthetic_digits
+from src.run import run
 from tests.celeba_folder import write_celeba
 from tests.slurm_cluster import cluster_env
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import cache
-from src.digits import MNIST_FILES
+from src.datasets import cache
+from src.datasets.digits import MNIST_FILES
 from tests.conftest import REPO
 
 PROCESSES = 3
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from src.cache import load_or_build
+from src.datasets.cache import load_or_build
 
 path, rendezvous, processes = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 (rendezvous / f"ready-{os.getpid()}").touch()
@@ -102,7 +102,7 @@ import sys
 import time
 from pathlib import Path
 
-from src.cmnist import CMNISTDataModule
+from src.datasets.cmnist import CMNISTDataModule
 
 root, rendezvous, processes = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 (rendezvous / sys.argv[4]).touch()

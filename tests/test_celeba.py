@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import cache
-from src.celeba import CelebADataModule, CelebAttr
+from src.common.errors import UserError
 from src.data import Data
-from src.errors import UserError
+from src.datasets import cache
+from src.datasets.celeba import CelebADataModule, CelebAttr
 from tests.celeba_folder import (
     HIGH,
     LOW,

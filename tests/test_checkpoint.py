@@ -21,10 +21,10 @@ import pytest
 import torch
 from torch import nn
 
-from src.checkpoint import CHECKPOINT_FILE, Checkpoint
-from src.errors import UserError
-from src.stopping import SLURM_STOP_SIGNAL, stop_on_signals
-from src.training import TrainingState
+from src.common.errors import UserError
+from src.training.checkpoint import CHECKPOINT_FILE, Checkpoint
+from src.training.loop import TrainingState
+from src.training.stopping import SLURM_STOP_SIGNAL, stop_on_signals
 from tests.conftest import REPO, RunMain, Train
 from tests.test_wandb import logged, read_records
 

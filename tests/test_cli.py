@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.distributed import World
-from src.errors import UserError
+from src.common.errors import UserError
+from src.training.distributed import World
 from tests.conftest import REPO, RunMain, Train
 
 HEAVY_MODULES = ("torch", "torchvision", "wandb", "matplotlib")

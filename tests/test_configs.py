@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from src.run import Config
+from src.config import Config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # The groups a YAML file can belong to, and how an override selects one of their options.

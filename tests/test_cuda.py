@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from src.checkpoint import CHECKPOINT_FILE
-from src.cmnist import CMNISTDataModule
-from src.errors import UserError
+from src.common.errors import UserError
+from src.datasets.cmnist import CMNISTDataModule
 from src.optimisation import OptimisationCfg
-from src.training import TrainingState, fit
+from src.training.checkpoint import CHECKPOINT_FILE
+from src.training.loop import TrainingState, fit
 from tests.conftest import REPO, RunMain
 
 pytestmark = [

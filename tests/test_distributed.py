@@ -17,9 +17,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from src.checkpoint import CHECKPOINT_FILE, Checkpoint
-from src.distributed import World
-from src.errors import UserError
+from src.common.errors import UserError
+from src.training.checkpoint import CHECKPOINT_FILE, Checkpoint
+from src.training.distributed import World
 from tests.conftest import REPO, SWEEP_DIR, RunMain, Train
 from tests.test_checkpoint import ENV, environment, small_state, wait_for
 from tests.test_slurm import _summary, _task_folders  # pyright: ignore[reportPrivateUsage]
@@ -155,8 +155,8 @@ def test_a_task_that_dies_ends_the_job_with_one_line_naming_its_rank(mnist_root:
     )
     log = (tmp_path / SWEEP_DIR / "0" / "main.log").read_text()
     assert (
-        f"src.errors.RunFailedError: rank 1 of 2 stopped during training (it ended, or hangs); each task's log in "
-        f"sweep/.submitit/{job} says why; the run continues from its last checkpoint when started again."
+        f"src.common.errors.RunFailedError: rank 1 of 2 stopped during training (it ended, or hangs); each task's log "
+        f"in sweep/.submitit/{job} says why; the run continues from its last checkpoint when started again."
     ) in log.splitlines()
 
 

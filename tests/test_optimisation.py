@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from src.errors import UserError
+from src.common.errors import UserError
 from src.optimisation import OptimisationCfg
 
 

@@ -22,9 +22,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from src.checkpoint import CHECKPOINT_FILE
-from src.errors import UserError
-from src.optuna_study import GRACE_S, INTERRUPTED, SWEEP, Next, SharedStudy
+from src.common.errors import UserError
+from src.optuna_sweeper.study import GRACE_S, INTERRUPTED, SWEEP, Next, SharedStudy
+from src.training.checkpoint import CHECKPOINT_FILE
 from tests.conftest import REPO, RunMain
 from tests.test_sweeps import assert_pictures, fail_job, read_csv
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.digits import MNIST_FILES
-from src.errors import RunFailedError, UserError
+from src.common.errors import RunFailedError, UserError
+from src.datasets.digits import MNIST_FILES
 from tests.conftest import REPO, RunMain, Train, write_idx
 
 TINY = ("model.hidden_dim=8", "opt.epochs=1")

@@ -13,7 +13,7 @@ from tests.conftest import RunMain
 
 # Hydra calls this callback before it creates the output directory. `++` adds it, or overrides it
 # once conf/config.yaml registers it.
-CHECK_OUTPUT_DIR = "++hydra.callbacks.output_dir_check={_target_: src.callbacks.OutputDirCheck}"
+CHECK_OUTPUT_DIR = "++hydra.callbacks.output_dir_check={_target_: src.sweeps.callbacks.OutputDirCheck}"
 TINY = ("model.hidden_dim=16", "opt.epochs=1")
 SECRET = "0123456789abcdef0123456789abcdef01234567"  # looks like an API key, and is nowhere else
 # A module whose import has a side effect, as untrusted code would.

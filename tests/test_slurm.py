@@ -24,7 +24,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from src.checkpoint import CHECKPOINT_FILE
+from src.training.checkpoint import CHECKPOINT_FILE
 from tests.conftest import REPO, SWEEP_DIR, RunMain, program_trusting
 from tests.test_checkpoint import ARGS as CHECKPOINT_ARGS
 from tests.test_checkpoint import environment, wait_for

@@ -15,9 +15,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from PIL import Image
 
-from src.optuna_study import open_storage
-from src.sweep_plots import configurations_figure, draw_sweep, study_figures
-from src.sweep_summary import Job, SeedGroup
+from src.optuna_sweeper.study import open_storage
+from src.sweeps.plots import configurations_figure, draw_sweep, study_figures
+from src.sweeps.summary import Job, SeedGroup
 
 
 def job(name: str, num_hidden: str, seed: str, val_acc: float | None) -> Job:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from src.cmnist import PALETTE, CMNISTDataModule
-from src.errors import RunFailedError, UserError
-from src.memory_check import check_batch_fits
+from src.checks.memory import check_batch_fits
+from src.common.errors import RunFailedError, UserError
+from src.datasets.cmnist import PALETTE, CMNISTDataModule
 from src.optimisation import OptimisationCfg
-from src.training import TrainingState, fit
+from src.training.loop import TrainingState, fit
 from tests.conftest import Train
 
 

@@ -1,16 +1,16 @@
 """Points the Optuna plugin's own tests at hydra-example's sweeper (scripts/optuna-plugin-tests.sh):
 `hydra/sweeper=optuna` becomes `hydra/sweeper=resumable_optuna` (src/optuna_config.py), whose `_target_`
-is src.optuna_sweeper's."""
+is src.optuna_sweeper.sweeper's."""
 
 from hydra.core.config_store import ConfigStore
 
-# Importing src.optuna_config registers the plugin's configs first: ours replace its `optuna`.
-from src.optuna_config import StudySweeperConf, register_sweeper_configs
-from src.optuna_sweeper import ResumableOptunaSweeper
+# Importing src.optuna_sweeper.config registers the plugin's configs first: ours replace its `optuna`.
+from src.optuna_sweeper.config import StudySweeperConf, register_sweeper
+from src.optuna_sweeper.sweeper import ResumableOptunaSweeper
 
 __all__ = ["ResumableOptunaSweeper"]  # what Hydra's plugin discovery finds here
 
-register_sweeper_configs()
+register_sweeper()
 ConfigStore.instance().store(
     group="hydra/sweeper", name="optuna", node=StudySweeperConf, provider="optuna_sweeper", replace=True
 )

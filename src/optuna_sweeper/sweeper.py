@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,9 +32,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
-from src.errors import UserError
-from src.optuna_config import PRUNER_TARGETS
-from src.optuna_study import HEARTBEAT_S, Next, SharedStudy
+from src.common.errors import UserError, exit_on_user_error
+from src.optuna_sweeper.config import PRUNER_TARGETS
+from src.optuna_sweeper.study import HEARTBEAT_S, Next, SharedStudy
 
 if TYPE_CHECKING:
     import optuna
@@ -59,10 +58,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     @override
     def sweep(self, arguments: list[str]) -> None:
-        try:
+        with exit_on_user_error():
             self._sweep(arguments)
-        except UserError as error:
-            sys.exit(f"Error: {error}")
 
     def _sweep(self, arguments: list[str]) -> None:
         from hydra.utils import instantiate
@@ -128,8 +125,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
     def _settings(self, fixed: list[str], search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         """What the study is bound to: the jobs' config, with the overrides every trial gets, but for the
         searched parameters."""
-        from src.checkpoint import plain_config
-        from src.credentials import refuse_credentials
+        from src.checks.credentials import refuse_credentials
+        from src.records.identity import plain_config
 
         plugin = self.sweeper
         assert plugin.hydra_context is not None and plugin.config is not None, "setup() comes first"

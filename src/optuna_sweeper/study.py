@@ -27,9 +27,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from src.checkpoint import changed_settings
-from src.errors import UserError
-from src.paths import shown
+from src.common.errors import UserError
+from src.common.paths import shown
+from src.records.identity import changed_settings
 
 if TYPE_CHECKING:
     import optuna

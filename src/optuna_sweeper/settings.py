@@ -1,4 +1,4 @@
-"""The Optuna sweeper's settings, checked before the sweep starts (by src.callbacks.StartCheck).
+"""The Optuna sweeper's settings, checked before the sweep starts (by src.sweeps.callbacks.StartCheck).
 
 The plugin's sweeper takes them as they come, and a wrong one ends the sweep in a traceback: from a
 division by zero (`n_jobs=0`), from Optuna (`direction`, an empty search range) or from the file system
@@ -10,8 +10,8 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import UserError
-from src.optuna_study import storage_file
+from src.common.errors import UserError
+from src.optuna_sweeper.study import storage_file
 
 __all__ = ["check_sweeper_settings"]
 

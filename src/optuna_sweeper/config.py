@@ -14,7 +14,14 @@ from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import MISSING
 
-__all__ = ["PRUNER_TARGETS", "HyperbandPrunerConfig", "MedianPrunerConfig", "NopPrunerConfig", "StudySweeperConf"]
+__all__ = [
+    "PRUNER_TARGETS",
+    "HyperbandPrunerConfig",
+    "MedianPrunerConfig",
+    "NopPrunerConfig",
+    "StudySweeperConf",
+    "register_sweeper",
+]
 
 # What a `pruner` config may instantiate: Optuna's pruners, nothing else.
 PRUNER_TARGETS = ("optuna.pruners.*",)
@@ -60,14 +67,21 @@ class HyperbandPrunerConfig(PrunerConfig):
 
 @dataclass
 class StudySweeperConf(OptunaSweeperConf):
-    _target_: str = "src.optuna_sweeper.ResumableOptunaSweeper"
+    _target_: str = "src.optuna_sweeper.sweeper.ResumableOptunaSweeper"
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     pruner: PrunerConfig = MISSING
 
 
-def register_sweeper_configs() -> None:
-    """Store the sweeper's config and the pruners in Hydra's ConfigStore, beside the plugin's samplers."""
+def register_sweeper() -> None:
+    """Store the sweeper's config and the pruners in Hydra's ConfigStore, beside the plugin's samplers, and
+    register the sweeper as a Hydra plugin: Hydra looks for plugins in the `hydra_plugins` package, and ours
+    lives here instead."""
+    from hydra.core.plugins import Plugins
+
+    from src.optuna_sweeper.sweeper import ResumableOptunaSweeper
+
     cs = ConfigStore.instance()
     cs.store(group="hydra/sweeper", name="resumable_optuna", node=StudySweeperConf, provider="hydra-example")
     for name, node in (("none", NopPrunerConfig), ("median", MedianPrunerConfig), ("hyperband", HyperbandPrunerConfig)):
         cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="hydra-example")
+    Plugins.instance().register(ResumableOptunaSweeper)

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from src.checkpoint import how_to_continue
-from src.paths import shown
+from src.common.paths import shown
+from src.records.run_directory import how_to_continue
 
 if TYPE_CHECKING:
     from types import FrameType
 
-    from src.distributed import World
+    from src.training.distributed import World
 
 __all__ = ["INTERRUPTED", "SLURM_STOP_SIGNAL", "StopRequest", "stop_on_signals"]
 

@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from src.errors import UserError
-from src.sweep_summary import METRIC
+from src.common.errors import UserError
+from src.records.metrics import METRIC
 
 if TYPE_CHECKING:
     import optuna
 
-    from src.training import Metrics
+    from src.training.loop import Metrics
 
 __all__ = ["StudyTrial", "this_jobs_trial"]
 
 log = logging.getLogger(__name__)
-SWEEPER = "src.optuna_sweeper.ResumableOptunaSweeper"
+SWEEPER = "src.optuna_sweeper.sweeper.ResumableOptunaSweeper"
 
 
 class StudyTrial:
@@ -83,8 +83,8 @@ def this_jobs_trial(history: list[Metrics]) -> StudyTrial | None:
     from hydra.utils import instantiate
     from optuna.trial import TrialState
 
-    from src.optuna_config import PRUNER_TARGETS
-    from src.optuna_study import open_storage
+    from src.optuna_sweeper.config import PRUNER_TARGETS
+    from src.optuna_sweeper.study import open_storage
 
     storage = open_storage(sweeper.storage, Path(hydra.runtime.cwd))
     pruner = instantiate(sweeper.pruner, _execution_whitelist_=PRUNER_TARGETS)

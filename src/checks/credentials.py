@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 from urllib.parse import urlparse
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 __all__ = ["refuse_credentials"]
 

@@ -12,8 +12,8 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from src.credentials import refuse_credentials
-from src.errors import UserError
+from src.checks.credentials import refuse_credentials
+from src.common.errors import UserError
 
 __all__ = ["checked_config"]
 

@@ -28,7 +28,7 @@ from torch import nn
 # Public, documented API, which torch re-exports without listing it in `__all__`.
 from torch.distributed import PrefixStore, Store, TCPStore  # pyright: ignore[reportPrivateImportUsage]
 
-from src.errors import RunFailedError, UserError
+from src.common.errors import RunFailedError, UserError
 
 __all__ = ["ONE_PROCESS", "World"]
 

@@ -11,10 +11,10 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm import tqdm
 
+from src.common.errors import RunFailedError, UserError
 from src.data import Data, Split
-from src.distributed import ONE_PROCESS, World
-from src.errors import RunFailedError, UserError
 from src.optimisation import OptimisationCfg
+from src.training.distributed import ONE_PROCESS, World
 
 __all__ = [
     "Metrics",

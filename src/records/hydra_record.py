@@ -3,12 +3,15 @@ which `--experimental-rerun` and the sweep summary read.
 
 Hydra saves it before the run starts, over the record of the run that a refused one finds there (after
 which that run could not be rerun either). conf/config.yaml turns that off (`hydra.output_subdir: null`),
-and main.py saves it with a `RunRecord`: in a new output directory as soon as the config is checked (a job
-that then dies before it trains, killed or out of memory, is still in its sweep's summary), taken back if
-the run is refused; over the record of an earlier run only once `run()` has accepted this one.
+and the run's `RunDirectory` saves it instead: in a new output directory as soon as the config is checked
+(a job that then dies before it trains, killed or out of memory, is still in its sweep's summary), taken
+back if the run is refused; over the record of an earlier run only once the run is accepted.
 """
 
+from __future__ import annotations
+
 import shutil
+import sys
 from pathlib import Path
 
 import yaml
@@ -16,19 +19,27 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.errors import UserError
+from src.common.errors import UserError, exit_on_user_error
 
-__all__ = ["RunRecord", "check_rerun_directory"]
+__all__ = ["RECORD", "HydraRecord", "check_rerun_argument"]
 
 RECORD = ".hydra"  # where Hydra keeps it, and where `--experimental-rerun` looks
 
 
-class RunRecord:
-    """Hydra's record of one run in `output_dir`: the task's config, Hydra's config and the overrides."""
+class HydraRecord:
+    """Hydra's record of the job that runs in `output_dir`: the task's config, Hydra's config and the overrides."""
 
     def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
         self.cfg, self.record = cfg, output_dir / RECORD
         self._provisional = False  # saved in a new directory before the run was accepted
+
+    @classmethod
+    def of_this_job(cls, cfg: DictConfig, output_dir: Path) -> HydraRecord | None:
+        """The record of the Hydra job whose output directory is `output_dir`; None where `run()` is called as
+        a library, outside a Hydra job or in another directory."""
+        if not HydraConfig.initialized() or Path(HydraConfig.get().runtime.output_dir) != output_dir.absolute():
+            return None
+        return cls(cfg, output_dir)
 
     def save_if_new(self) -> None:
         """Save the record where there is none yet (the run's config is checked, and the directory is its own)."""
@@ -37,7 +48,7 @@ class RunRecord:
             self._provisional = True
 
     def accept(self) -> None:
-        """Keep the record of the run, which `run()` has accepted, saving it over an earlier run's."""
+        """Keep the record of the run, which is accepted, saving it over an earlier run's."""
         if not self._provisional:
             self._save()
         self._provisional = False
@@ -55,9 +66,14 @@ class RunRecord:
         OmegaConf.save(hydra_config.overrides.task, self.record / "overrides.yaml")
 
 
-def check_rerun_directory(arguments: list[str]) -> None:
-    """Refuse `--experimental-rerun DIR` where DIR holds no record of a run that Hydra can read (it would end
-    in a traceback)."""
+def check_rerun_argument(arguments: list[str] | None = None) -> None:
+    """Refuse, with one line, `--experimental-rerun DIR` among the command line's `arguments` where DIR holds
+    no record of a run that Hydra can read (Hydra would end in a traceback)."""
+    with exit_on_user_error():
+        _check_rerun_argument(sys.argv[1:] if arguments is None else arguments)
+
+
+def _check_rerun_argument(arguments: list[str]) -> None:
     for index, argument in enumerate(arguments):
         name, equals, value = argument.partition("=")
         if name == "--experimental-rerun" and {"--multirun", "-m"} & set(arguments):

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import override
 
+from src.common.errors import UserError
 from src.data import Data, DataModule, Split
-from src.errors import UserError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -106,7 +106,7 @@ class CMNISTDataModule(DataModule):
     def build(self, *, seed: int) -> Data:
         import torch
 
-        from src.cache import cache_key, load_or_build
+        from src.datasets.cache import cache_key, load_or_build
 
         mnist_files = self._find_mnist()
         source = "synthetic" if mnist_files is None else "mnist"
@@ -138,7 +138,7 @@ class CMNISTDataModule(DataModule):
 
     @override
     def memory_needed(self) -> int:
-        from src.digits import count_mnist
+        from src.datasets.digits import count_mnist
 
         count = None if self.digits is DigitSource.SYNTHETIC else count_mnist(self.root)
         # grey uint8 images, int64 labels and groups
@@ -146,7 +146,7 @@ class CMNISTDataModule(DataModule):
 
     def _find_mnist(self) -> list[Path] | None:
         """MNIST's files, or None where synthetic digits are asked for or MNIST is unavailable (with a warning)."""
-        from src.digits import MnistUnavailableError, ensure_mnist
+        from src.datasets.digits import MnistUnavailableError, ensure_mnist
 
         if self.digits is DigitSource.SYNTHETIC:
             return None
@@ -169,7 +169,7 @@ class CMNISTDataModule(DataModule):
         The images stay grey, (N, 1, H, W)."""
         import torch
 
-        from src.digits import load_mnist, resize_digits, synthetic_digits
+        from src.datasets.digits import load_mnist, resize_digits, synthetic_digits
 
         generator = torch.Generator().manual_seed(seed)
         if source == "mnist":

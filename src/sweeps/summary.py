@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import statistics
 from collections.abc import Iterable
@@ -11,18 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from src.sweep_plots import draw_sweep
+from src.records.metrics import FINISHED, METRIC, PRUNED, read_result
 
-__all__ = ["Job", "summarise_sweep"]
+__all__ = ["Job", "SeedGroup", "Summary", "summarise_sweep"]
 
 log = logging.getLogger(__name__)
-METRIC = "val/acc"  # what `main()` returns, so what the sweepers optimise; higher is better
 # The console tables show these; the CSV files have every metric of metrics.json.
-HEADLINE_METRICS = ("val/acc", "val/worst_group_acc", "test/acc", "test/worst_group_acc")
+HEADLINE_METRICS = (METRIC, "val/worst_group_acc", "test/acc", "test/worst_group_acc")
 SEED = "seed"
-FINISHED, PRUNED = "finished", "pruned"  # statuses in a job's metrics.json (src/run.py)
 
 
 @dataclass(frozen=True)
@@ -62,15 +59,22 @@ class SeedGroup:
         return mean, statistics.stdev(values) if len(values) > 1 else None
 
 
-def summarise_sweep(sweep_dir: Path, sweeper: DictConfig) -> list[Job]:
+@dataclass(frozen=True)
+class Summary:
+    """The jobs of a sweep, best first, and its configurations, best mean first."""
+
+    jobs: list[Job]
+    groups: list[SeedGroup]
+
+
+def summarise_sweep(sweep_dir: Path) -> Summary:
     """Write summary.csv (and summary_by_config.csv, when a configuration ran with several seeds) into
-    the sweep directory, from what its job directories hold, print the headline metrics, and draw the
-    pictures (src/sweep_plots.py; `sweeper`: the sweep's `hydra.sweeper` config). Return the jobs."""
+    the sweep directory, from what its job directories hold, and print the headline metrics."""
     # Finished jobs first, then pruned ones, each best first; then those without metrics.
     jobs = sorted(_read_jobs(sweep_dir), key=lambda job: (not job.finished, -job.metrics.get(METRIC, float("-inf"))))
     if not jobs:
         log.info(f"No job directories in {sweep_dir}: nothing to summarise.")
-        return jobs
+        return Summary([], [])
     keys = _union(job.overrides for job in jobs)
     metrics = _union(job.metrics for job in jobs)
     path = sweep_dir / "summary.csv"
@@ -96,10 +100,7 @@ def summarise_sweep(sweep_dir: Path, sweeper: DictConfig) -> list[Job]:
     by_config = sorted(groups.values(), key=_best_mean_first)
     if any(len(group.jobs) > 1 for group in by_config):
         _summarise_seeds(sweep_dir, by_config, metrics)
-    pictures = draw_sweep(sweep_dir, by_config, METRIC, sweeper)
-    if pictures:
-        log.info(f"Pictures: {', '.join(str(path) for path in pictures)}")
-    return jobs
+    return Summary(jobs, by_config)
 
 
 def _summarise_seeds(sweep_dir: Path, groups: list[SeedGroup], metrics: list[str]) -> None:
@@ -140,13 +141,12 @@ def _read_jobs(sweep_dir: Path) -> list[Job]:
         # Unresolved: an override such as `dm.root=${oc.env:HOME}/data` is shown as typed.
         given = cast(list[str], OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False))
         overrides = {key: value for key, _, value in (override.partition("=") for override in given)}
-        metrics_file = job_dir / "metrics.json"
-        # A job that raised, or was killed, wrote no metrics.json (src/run.py writes it last).
-        record: dict[str, Any] = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        status: str = record.get("status", "failed")
-        metrics: dict[str, float] = record["metrics"] if status in (FINISHED, PRUNED) else {}
-        if status == PRUNED:
-            status = f"{PRUNED} at epoch {record['epoch']}"
+        # A job that raised, or was killed, wrote no metrics.json (`run()` writes it last).
+        result = read_result(job_dir)
+        status = "failed" if result is None else result.status
+        metrics = result.metrics if result is not None and status in (FINISHED, PRUNED) else {}
+        if result is not None and status == PRUNED:
+            status = f"{PRUNED} at epoch {result.epoch}"
         jobs.append(Job(str(job_dir.relative_to(sweep_dir)), overrides, status, metrics))
     return jobs
 

@@ -11,8 +11,8 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from src.cache import cache_key, load_or_build
-from src.errors import UserError
+from src.common.errors import UserError
+from src.datasets.cache import cache_key, load_or_build
 
 __all__ = ["CelebAFiles", "load_celeba"]
 

@@ -16,7 +16,7 @@ from typing import cast
 
 from omegaconf import OmegaConf
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 __all__ = ["check_same_sweep", "continue_command"]
 

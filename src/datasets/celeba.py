@@ -10,8 +10,8 @@ from typing import NoReturn
 from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
+from src.common.errors import UserError
 from src.data import Data, DataModule, Split, check_seed
-from src.errors import UserError
 
 __all__ = ["CelebADataModule", "CelebAttr", "UnknownAttributeError"]
 
@@ -100,7 +100,7 @@ class CelebADataModule(DataModule):
     @override
     def memory_needed(self) -> int:
         # uint8 colour images, their 40 attributes and partition; CelebA's size unless the attribute file says
-        from src.celeba_files import ATTR_FILE, FOLDER
+        from src.datasets.celeba_files import ATTR_FILE, FOLDER
 
         try:
             with (self.root / FOLDER / ATTR_FILE).open() as file:
@@ -115,7 +115,7 @@ class CelebADataModule(DataModule):
         so that runs with different seeds share it."""
         import torch
 
-        from src.celeba_files import load_celeba
+        from src.datasets.celeba_files import load_celeba
 
         columns = [attribute.value for attribute in CelebAttr]  # iterating an Enum skips the alias BLOND
         celeba = load_celeba(self.root, res=self.default_res, download=self.download, attribute_names=columns)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 if TYPE_CHECKING:
     import torch

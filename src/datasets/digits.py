@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from src.atomic_write import exclusive_lock, write_atomically
-from src.errors import UserError
-from src.paths import shown
+from src.common.errors import UserError
+from src.common.files import exclusive_lock, write_atomically
+from src.common.paths import shown
 
 __all__ = ["MnistUnavailableError", "count_mnist", "ensure_mnist", "load_mnist", "resize_digits", "synthetic_digits"]
 

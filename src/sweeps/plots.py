@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from optuna import Study
 
-    from src.sweep_summary import SeedGroup
+    from src.sweeps.summary import SeedGroup
 
 __all__ = ["configurations_figure", "draw_sweep", "study_figures"]
 
@@ -135,7 +135,7 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
 def _load_study(name: str, storage: str) -> Study:
     import optuna
 
-    from src.optuna_study import open_storage
+    from src.optuna_sweeper.study import open_storage
 
     # Hydra calls the callback that draws in the directory the sweep ran from, where `storage` is.
     return optuna.load_study(study_name=name, storage=open_storage(storage, Path.cwd()))

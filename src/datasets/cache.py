@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from src.atomic_write import exclusive_lock, write_atomically
+from src.common.files import exclusive_lock, write_atomically
 
 __all__ = ["cache_key", "load_or_build"]
 

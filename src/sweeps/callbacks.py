@@ -13,11 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
-from src.credentials import refuse_credentials
-from src.errors import UserError, exit_on_user_error
-from src.optuna_settings import check_sweeper_settings
-from src.sweep_continuation import check_same_sweep, continue_command
-from src.sweep_summary import summarise_sweep
+from src.checks.credentials import refuse_credentials
+from src.common.errors import RunFailedError, UserError, exit_on_user_error, exit_with_error
+from src.optuna_sweeper.settings import check_sweeper_settings
+from src.records.metrics import METRIC
+from src.sweeps.continuation import check_same_sweep, continue_command
+from src.sweeps.plots import draw_sweep
+from src.sweeps.summary import summarise_sweep
 
 __all__ = ["OutputDirCheck", "StartCheck", "SweepContinuation", "SweepSummary"]
 
@@ -73,11 +75,9 @@ class SweepContinuation(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = config.hydra.sweep.dir
         task_overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-        try:
+        with exit_on_user_error():
             if check_same_sweep(Path(sweep_dir), task_overrides):
                 log.info(f"Continuing the sweep in {sweep_dir}: finished jobs report their results, the others run.")
-        except UserError as error:
-            sys.exit(f"Error: {error}")
         log.info(f"If this sweep stops, continue it with: {continue_command(sweep_dir)}")
 
 
@@ -103,7 +103,12 @@ class SweepSummary(Callback):
         if not self.started:
             return
         sweep_dir = config.hydra.sweep.dir
-        jobs = summarise_sweep(Path(sweep_dir), sweeper=config.hydra.sweeper)
+        summary = summarise_sweep(Path(sweep_dir))
+        if summary.jobs:
+            pictures = draw_sweep(Path(sweep_dir), summary.groups, METRIC, config.hydra.sweeper)
+            if pictures:
+                log.info(f"Pictures: {', '.join(str(path) for path in pictures)}")
+        jobs = summary.jobs
         interrupted = [job.name for job in jobs if job.status == "interrupted"]
         if interrupted:  # by Ctrl-C, or SLURM's time limit: the sweep stopped
             command = continue_command(sweep_dir)
@@ -111,21 +116,21 @@ class SweepSummary(Callback):
         # Called in a `finally`: what ends the sweep is in flight, which Hydra would print with its traceback;
         # one line says more. A job that submitit ran in a process of its own (on a SLURM node) ended without a
         # result: the error line it printed, if any (it was refused there). Every job failed: the last failure
-        # (an Optuna study with no completed trial fails as well), and a line that says so. A job died without
-        # a word (killed, out of memory): submitit's account of it. An exit (an error already said in one line,
-        # Ctrl-C) goes on as it is.
+        # (an Optuna study with no completed trial fails as well), and a line that says so. A job that failed
+        # while it trained (RunFailedError): its error. A job died without a word (killed, out of memory):
+        # submitit's account of it. An exit (an error already said in one line, Ctrl-C) goes on as it is.
         ending = sys.exc_info()[1]
         from_submitit = ending is not None and type(ending).__module__.startswith("submitit.")
         job_errors = [line for line in str(ending).splitlines() if line.startswith("Error: ")] if from_submitit else []
         if job_errors:
-            sys.exit(job_errors[-1])
+            exit_with_error(job_errors[-1].removeprefix("Error: "))
         if jobs and all(job.status == "failed" for job in jobs) and (ending is None or isinstance(ending, Exception)):
-            sys.exit(
-                f"Error: every job of the sweep failed ({len(jobs)}); each job's log says why, "
+            exit_with_error(
+                f"every job of the sweep failed ({len(jobs)}); each job's log says why, "
                 f"{sweep_dir}/JOB/{config.hydra.job.name}.log."
             )
-        if from_submitit:
-            sys.exit(f"Error: {ending}")
+        if from_submitit or isinstance(ending, RunFailedError):
+            exit_with_error(str(ending))
 
 
 def _overrides(config: DictConfig, kind: str) -> list[str]:
@@ -149,4 +154,4 @@ def _check_writable(directory: Path, key: str) -> None:
         tempfile.TemporaryFile(dir=directory).close()
     except OSError as error:
         # Hydra turns a callback's exceptions into warnings, and goes on; SystemExit is not one of them.
-        sys.exit(f"Error: cannot write to the output directory {directory} ({error}); set {key} to a writable one.")
+        exit_with_error(f"cannot write to the output directory {directory} ({error}); set {key} to a writable one.")

@@ -8,46 +8,33 @@ a run that was never stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
-from collections.abc import Generator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from src.atomic_write import exclusive_lock, write_atomically
-from src.errors import UserError
-from src.paths import shown
+from src.common.errors import UserError
+from src.common.files import write_atomically
+from src.common.paths import shown
+from src.records.identity import changed_settings, plain_config
+from src.records.run_directory import how_to_continue
 
 if TYPE_CHECKING:
     from src.data import Data
-    from src.distributed import World
-    from src.training import Metrics, TrainingState
+    from src.training.distributed import World
+    from src.training.loop import Metrics, TrainingState
 
-__all__ = [
-    "CHECKPOINT_FILE",
-    "Checkpoint",
-    "changed_settings",
-    "claim_output_dir",
-    "how_to_continue",
-    "plain_config",
-    "plural",
-]
+__all__ = ["CHECKPOINT_FILE", "Checkpoint"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
-LOCK_FILE = ".run.lock"  # held by the run working in the output directory (see `claim_output_dir`)
-# Settings that may differ when a run continues: where it runs and logs, not what it computes. (Where
-# the data comes from may change, but not the data: `bind_data()` checks it.)
-MAY_CHANGE_ON_RESUME = ("gpu", "wandb.", "dm.root", "dm.download")
 # What every checkpoint holds (see `save()`).
 CONTENTS = {"config", "data", "model", "optimizer", "epoch", "step", "history", "rng", "wandb_id"}
 
 
 def _one_process() -> World:
-    from src.distributed import ONE_PROCESS  # it imports torch, which `--help` must not wait for
+    from src.training.distributed import ONE_PROCESS  # it imports torch, which `--help` must not wait for
 
     return ONE_PROCESS
 
@@ -162,9 +149,8 @@ class Checkpoint:
         torch.set_rng_state(rng["cpu"])
         if rng["cuda"] and torch.cuda.is_available():  # a GPU run may continue on the CPU
             torch.cuda.set_rng_state_all(rng["cuda"][: torch.cuda.device_count()])
-        log.info(
-            f"Continuing from {shown(self.path)}: {plural(state.epoch, 'epoch')} and {plural(state.step, 'step')} done."
-        )
+        done = f"{_plural(state.epoch, 'epoch')} and {_plural(state.step, 'step')} done"
+        log.info(f"Continuing from {shown(self.path)}: {done}.")
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -198,56 +184,6 @@ def _read(path: Path) -> dict[str, Any]:
     raise UserError(f"cannot read the checkpoint {shown(path)} ({problem}); move it away to start this run afresh.")
 
 
-@contextmanager
-def claim_output_dir(output_dir: Path) -> Generator[None]:
-    """Work in `output_dir` alone: a second run there at the same time (which would interleave its
-    checkpoints and logs with this one's) is refused. The lock file stays, empty, when the run ends."""
-    try:
-        lock = exclusive_lock(output_dir / LOCK_FILE, wait=False)
-    except BlockingIOError:
-        raise UserError(
-            f"another run is working in the output directory {shown(output_dir)}: wait until it ends, "
-            "or choose another output directory."
-        ) from None
-    with lock:
-        yield
-
-
-def how_to_continue(output_dir: Path) -> str:
-    """What continues the run whose output directory this is: Hydra's rerun of the overrides it saved
-    there; without them (`run()` called as a library), calling `run()` again."""
-    if (output_dir / ".hydra" / "overrides.yaml").is_file():
-        return f"run: python main.py --experimental-rerun {shown(output_dir)}"
-    return f"call run() again with the same config and output_dir={shown(output_dir)}"
-
-
-def plural(count: int, noun: str) -> str:
+def _plural(count: int, noun: str) -> str:
     """1 epoch, 2 epochs."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def plain_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as plain values (paths and enums as strings), as a checkpoint stores it."""
-    return json.loads(json.dumps(config, default=str))
-
-
-def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The settings that differ between two configs, as `key: old -> new`, but for MAY_CHANGE_ON_RESUME (a
-    stored Optuna study is bound to its settings in the same way: src/optuna_study.py)."""
-    old, new = _flatten(old), _flatten(new)
-    return [
-        f"{key}: {old.get(key)} -> {new.get(key)}"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key) and not key.startswith(MAY_CHANGE_ON_RESUME)
-    ]
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as dotted keys: {"opt": {"lr": 1}} -> {"opt.lr": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")  # pyright: ignore[reportUnknownArgumentType]
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
