@@ -1,7 +1,7 @@
 """Idle slots: an Optuna study on `submitit_local` with 2 slots, the plugin's batches against our sweeper.
 
 The plugin's sweeper (`hydra/sweeper=optuna`) hands the launcher `n_jobs` trials at a time and waits for
-the slowest of them; ours (`hydra/sweeper=resumable_optuna`, src/optuna_sweeper.py) starts a trial as
+the slowest of them; ours (`hydra/sweeper=resumable_optuna`, `ResumableOptunaSweeper`) starts a trial as
 soon as a slot is free. The study searches `opt.epochs` over 1 to 4, so that its trials take very
 different times (an fcn with `model.hidden_dim=256` on MNIST, one thread per job, a few seconds an epoch
 on a 2-core machine). The sampler is seeded, and a study's first 10 trials are random draws for both

@@ -23,6 +23,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from src.common.errors import UserError
+from src.optuna_sweeper.storage import open_storage
 from src.optuna_sweeper.study import GRACE_S, INTERRUPTED, SWEEP, Next, SharedStudy
 from src.training.checkpoint import CHECKPOINT_FILE
 from tests.conftest import REPO, RunMain
@@ -367,11 +368,13 @@ def test_a_study_is_bound_to_its_settings_search_space_and_direction(tmp_path: P
         shared_study(tmp_path, ("minimize",)).bind(SETTINGS, SPACE, ["minimize"], where="study.journal")
 
 
-def running_trial(study: SharedStudy, sweep: dict[str, Any]) -> int:
+def running_trial(study: SharedStudy, sweep: dict[str, Any], tmp_path: Path) -> int:
     """A trial with sampled parameters, left running by the sweep process `sweep` describes."""
     trial = study.study.ask()
     trial.suggest_float("opt.lr", 1e-5, 1e-3, log=True)
-    study.study._storage.set_trial_system_attr(trial._trial_id, SWEEP, sweep)  # pyright: ignore[reportPrivateUsage]
+    storage = open_storage("study.journal", tmp_path)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("study"), trial.number)
+    storage.set_trial_system_attr(trial_id, SWEEP, sweep)
     return trial.number
 
 
@@ -380,9 +383,13 @@ def test_the_trials_of_a_dead_sweep_run_again_with_their_parameters(tmp_path: Pa
     # A sweep process on this machine that has ended (no process has this pid: it is above Linux's
     # limit), and one elsewhere not heard of for longer than the grace period: both dead. One elsewhere
     # heard of just now: alive.
-    dead_here = running_trial(study, {"host": socket.gethostname(), "pid": 2**31 - 1, "alive_at": time.time()})
-    dead_elsewhere = running_trial(study, {"host": "elsewhere", "pid": 1, "alive_at": time.time() - GRACE_S - 1})
-    alive_elsewhere = running_trial(study, {"host": "elsewhere", "pid": 1, "alive_at": time.time()})
+    dead_here = running_trial(
+        study, {"host": socket.gethostname(), "pid": 2**31 - 1, "alive_at": time.time()}, tmp_path
+    )
+    dead_elsewhere = running_trial(
+        study, {"host": "elsewhere", "pid": 1, "alive_at": time.time() - GRACE_S - 1}, tmp_path
+    )
+    alive_elsewhere = running_trial(study, {"host": "elsewhere", "pid": 1, "alive_at": time.time()}, tmp_path)
 
     first, second = study.next_trial(n_trials=3), study.next_trial(n_trials=3)
 

@@ -70,8 +70,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
-def _original(path: Path) -> bytes:
-    original = REPO / "src" / path.name
+def _original(path: Path, project: Path) -> bytes:
+    original = REPO / path.relative_to(project)
     return original.read_bytes() if original.exists() else b""
 
 
@@ -92,7 +92,7 @@ def test_the_documents_have_recipes() -> None:
 
 @pytest.mark.slow
 def test_the_code_of_the_recipes_passes_the_linters_and_the_type_checker(project: Path) -> None:
-    changed = [str(path) for path in (project / "src").glob("*.py") if path.read_bytes() != _original(path)]
+    changed = [str(path) for path in (project / "src").rglob("*.py") if path.read_bytes() != _original(path, project)]
     assert len(changed) >= 3  # the model, the data module and their registration
     for command in (["ruff", "check", *changed], ["ruff", "format", "--check", *changed], ["pyright", *changed]):
         result = subprocess.run(

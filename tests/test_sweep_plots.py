@@ -15,7 +15,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from PIL import Image
 
-from src.optuna_sweeper.study import open_storage
+from src.optuna_sweeper.storage import open_storage
 from src.sweeps.plots import configurations_figure, draw_sweep, study_figures
 from src.sweeps.summary import Job, SeedGroup
 

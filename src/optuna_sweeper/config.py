@@ -3,8 +3,7 @@
 `hydra/sweeper/resumable_optuna` is the plugin's `hydra/sweeper/optuna` with our sweeper as its
 `_target_` and one more setting, `pruner`, an option of the group `hydra/sweeper/pruner`:
 `hydra/sweeper/pruner=median` on the command line, and `--cfg hydra -p hydra.sweeper.pruner` shows
-its settings. `register_sweeper_configs()` puts them in Hydra's ConfigStore (src/run.py's `register_configs()`
-calls it).
+its settings. `register_sweeper()` puts them in Hydra's ConfigStore (`register_configs()` calls it).
 """
 
 from dataclasses import dataclass, field

@@ -11,7 +11,8 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
-from src.optuna_sweeper.study import storage_file
+from src.common.targets import instantiates
+from src.optuna_sweeper.storage import storage_file
 
 __all__ = ["check_sweeper_settings"]
 
@@ -28,16 +29,11 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str], cwd: Path)
     if not 0 <= sweeper.max_failure_rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={sweeper.max_failure_rate} must be between 0 and 1.")
     _check_direction(sweeper.direction)
-    pruner = sweeper.get("pruner")  # this project's sweeper's (src/optuna_config.py); the plugin's has none
-    if (
-        pruner is not None
-        and pruner._target_ != "optuna.pruners.NopPruner"
-        and None
-        in (
-            sweeper.storage,
-            sweeper.study_name,
-        )
-    ):
+    from optuna.pruners import NopPruner
+    from optuna.samplers import GridSampler
+
+    pruner = sweeper.get("pruner")  # our sweeper's (`StudySweeperConf`); the plugin's has none
+    if pruner is not None and not instantiates(pruner, NopPruner) and None in (sweeper.storage, sweeper.study_name):
         raise UserError(
             f"hydra.sweeper.pruner={pruner._target_} needs a stored study, where each job reports to its "
             "trial: set hydra.sweeper.storage and hydra.sweeper.study_name."
@@ -45,7 +41,7 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str], cwd: Path)
     seed = sweeper.sampler.get("seed")
     if seed is not None and not 0 <= seed < 2**32:
         raise UserError(f"hydra.sweeper.sampler.seed={seed} must be from 0 to 2**32 - 1, as numpy's seeds are.")
-    grid = str(sweeper.sampler.get("_target_", "")).endswith("GridSampler")
+    grid = instantiates(sweeper.sampler, GridSampler)
     params = {**cast(dict[str, str], OmegaConf.to_container(sweeper.params or {})), **_keyed(overrides)}
     _check_search_space(params, grid=grid)
     if sweeper.storage is not None:
@@ -65,12 +61,13 @@ def _check_direction(direction: Any) -> None:
 def _check_search_space(params: dict[str, str], *, grid: bool) -> None:
     """Build each parameter's distribution as the plugin does: Optuna refuses an empty or reversed range;
     a grid takes a finite number of values."""
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from src.optuna_sweeper.plugin_api import search_space
 
     for key, value in params.items():
         try:
-            distributions, _, _ = create_params_from_overrides([f"{key}={value}"])
+            distributions = search_space([f"{key}={value}"]).distributions
         except (ValueError, AssertionError, NotImplementedError, TypeError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"the search space {key}={value} is not one Optuna can sample: {reason}") from None

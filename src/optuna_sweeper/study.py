@@ -1,15 +1,12 @@
-"""One Optuna study, shared by every sweep process that works on it (src/optuna_sweeper.py), and kept where
-the jobs find their trials (src/optuna_trial.py).
+"""One Optuna study, shared by every sweep process that works on it (`ResumableOptunaSweeper`), and kept
+where the jobs find their trials (`this_jobs_trial()`).
 
-- `hydra.sweeper.storage` names a journal file (Optuna's JournalStorage: an append-only log that several
-  processes write to, also on NFS), an SQLite database (`sqlite:///file.db`), or, with null, this
-  process's memory, which no other process (no job) can see.
 - Which trial runs next is decided under a lock beside the storage, so that sweep processes working on one
   study at once run exactly `n_trials` trials between them, each with its own trial number.
 - A running trial names the sweep process that runs it, which says every HEARTBEAT_S seconds that it
   still does. The trials of a sweep process that died (killed, logged out, its node lost) are given up:
   marked FAIL and `interrupted`, and put back in the queue with the same parameters.
-- A stored study is bound to the settings it was started with, as a checkpoint is (src/checkpoint.py).
+- A stored study is bound to the settings it was started with, as a checkpoint is.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from src.common.errors import UserError
-from src.common.paths import shown
+from src.optuna_sweeper.storage import open_storage, storage_file
 from src.records.identity import changed_settings
 
 if TYPE_CHECKING:
@@ -39,10 +36,9 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["INTERRUPTED", "Next", "SharedStudy", "open_storage", "storage_file"]
+__all__ = ["INTERRUPTED", "Next", "SharedStudy"]
 
 log = logging.getLogger(__name__)
-SQLITE = "sqlite:///"
 INTERRUPTED = "interrupted"  # user attribute of a trial that was given up because its sweep process died
 SWEEP = "sweep"  # system attribute of a running trial: its sweep process, and when that was last alive
 SETTINGS, SEARCH_SPACE = "settings", "search_space"  # system attributes of the study: what it is bound to
@@ -59,52 +55,20 @@ class Next(Enum):
     DONE = "done"  # the study has its `n_trials` trials, and none runs elsewhere
 
 
-def open_storage(setting: str | None, cwd: Path) -> BaseStorage:
-    """The storage that `hydra.sweeper.storage` names; a relative path is relative to `cwd`, the directory
-    the sweep started from, also in a job that runs elsewhere (`hydra.job.chdir=true`, another machine)."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    if setting is None:
-        return optuna.storages.InMemoryStorage()
-    path = storage_file(setting, cwd)
-    if setting.startswith(SQLITE):
-        return optuna.storages.RDBStorage(f"{SQLITE}{path}")
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-
-
-def storage_file(setting: str, cwd: Path) -> Path:
-    """The file that `hydra.sweeper.storage` names, relative to `cwd`; an error if it names none, or one
-    in a folder that does not exist."""
-    if "://" in setting and not setting.startswith(SQLITE):
-        raise UserError(
-            f"hydra.sweeper.storage={setting}: a study must be kept in a file that every sweep process and "
-            f"job reaches, a journal file (storage: fcn_params.journal) or an SQLite database "
-            f"(storage: {SQLITE}fcn_params.db)."
-        )
-    path = cwd / setting.removeprefix(SQLITE)  # an absolute path stays as it is
-    if not path.parent.is_dir():
-        raise UserError(
-            f"hydra.sweeper.storage={setting}: the folder {shown(path.parent)} does not exist; create it, or keep "
-            "the study in a folder that does."
-        )
-    return path
-
-
 class SharedStudy:
     """The study, with what each sweep process needs to share it: `next_trial()`, `tell()`, `heartbeat()`."""
 
-    def __init__(self, study: optuna.Study, lock_file: Path | None) -> None:
+    def __init__(self, study: optuna.Study, storage: BaseStorage, lock_file: Path | None) -> None:
         from optuna.storages.journal import JournalFileOpenLock
 
         self.study = study
-        self._storage: BaseStorage = study._storage  # pyright: ignore[reportPrivateUsage]
-        self._study_id: int = study._study_id  # pyright: ignore[reportPrivateUsage]
+        self._storage = storage  # the study's, read and written directly where Study has no method for it
+        self._study_id = storage.get_study_id_from_name(study.study_name)
         self._thread_lock = threading.Lock()
         # Optuna's lock for journal files: a file created atomically (O_EXCL), also on NFS; one left by a
         # process that died holding it is removed after 30 s.
         self._file_lock = JournalFileOpenLock(str(lock_file)) if lock_file is not None else None
-        self._running: set[int] = set()  # the trials (ids) that this process runs
+        self._running: set[int] = set()  # the trials (numbers) that this process runs
         self._started_any = False
 
     @classmethod
@@ -124,15 +88,16 @@ class SharedStudy:
         path = None if storage is None else storage_file(storage, cwd)
         # Beside the storage, `<file>.next-trial.lock` exists while a sweep process starts a trial.
         lock_file = None if path is None else path.with_name(f"{path.name}.next-trial")
+        opened = open_storage(storage, cwd)
         study = optuna.create_study(
-            storage=open_storage(storage, cwd),
+            storage=opened,
             study_name=name,
             sampler=sampler,
             pruner=pruner,  # the sampler uses it too: TPE compares trials within a Hyperband bracket
             directions=cast(Sequence[Literal["minimize", "maximize"]], directions),
             load_if_exists=True,
         )
-        return cls(study, lock_file)
+        return cls(study, opened, lock_file)
 
     def bind(
         self, settings: dict[str, Any], search_space: dict[str, BaseDistribution], directions: list[str], where: str
@@ -172,7 +137,7 @@ class SharedStudy:
 
         with self._locked():
             for trial in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-                if trial._trial_id not in self._running and _abandoned(trial):  # pyright: ignore[reportPrivateUsage]
+                if trial.number not in self._running and _abandoned(trial):
                     self._give_up(trial)
             trials = [
                 trial
@@ -186,19 +151,18 @@ class SharedStudy:
                     self.study.sampler.reseed_rng()
                 self._started_any = True
                 trial = self.study.ask()  # the first trial of the queue, if any; else a new one
-                self._running.add(trial._trial_id)  # pyright: ignore[reportPrivateUsage]
-                self._storage.set_trial_system_attr(trial._trial_id, SWEEP, _alive())  # pyright: ignore[reportPrivateUsage]
+                self._running.add(trial.number)
+                self._storage.set_trial_system_attr(self._id(trial.number), SWEEP, _alive())
                 return trial
-            elsewhere = [t for t in trials if t.state == TrialState.RUNNING and t._trial_id not in self._running]  # pyright: ignore[reportPrivateUsage]
+            elsewhere = [t for t in trials if t.state == TrialState.RUNNING and t.number not in self._running]
             return Next.WAIT if elsewhere else Next.DONE
 
     def tell(self, trial: optuna.Trial, state: TrialState, values: list[float] | None = None) -> None:
-        """Record the result of a trial that this process ran, unless its job has (src/optuna_trial.py)."""
+        """Record the result of a trial that this process ran, unless its job has (`StudyTrial`)."""
         from optuna.trial import TrialState
 
-        trial_id: int = trial._trial_id  # pyright: ignore[reportPrivateUsage]
         try:
-            recorded = self._storage.get_trial(trial_id)
+            recorded = self._storage.get_trial(self._id(trial.number))
             if recorded.state == TrialState.PRUNED:
                 log.info(f"Trial {trial.number} pruned at step {recorded.last_step} with value {recorded.value}.")
             if recorded.state.is_finished():
@@ -211,11 +175,11 @@ class SharedStudy:
                 if "Study.stop" not in str(error):
                     raise
         finally:
-            self._running.discard(trial_id)
+            self._running.discard(trial.number)
 
     def recorded(self, trial: optuna.Trial) -> bool:
         """Whether the study has the trial's result: its job records it as soon as it has it."""
-        return self._storage.get_trial(trial._trial_id).state.is_finished()  # pyright: ignore[reportPrivateUsage]
+        return self._storage.get_trial(self._id(trial.number)).state.is_finished()
 
     def progress(self, n_trials: int) -> str:
         """How far the study is, for the log."""
@@ -228,11 +192,11 @@ class SharedStudy:
         from optuna.trial import TrialState
 
         with self._locked():
-            for trial_id in tuple(self._running):
-                trial = self._storage.get_trial(trial_id)
+            for number in tuple(self._running):
+                trial = self._storage.get_trial(self._id(number))
                 if trial.state == TrialState.RUNNING:
                     self._give_up(trial)
-                self._running.discard(trial_id)
+                self._running.discard(number)
 
     @contextmanager
     def heartbeat(self) -> Generator[None]:
@@ -243,9 +207,9 @@ class SharedStudy:
 
         def beat() -> None:
             while not stopped.wait(HEARTBEAT_S):
-                for trial_id in tuple(self._running):
+                for number in tuple(self._running):
                     with suppress(UpdateFinishedTrialError):  # its job has just pruned it
-                        self._storage.set_trial_system_attr(trial_id, SWEEP, _alive())
+                        self._storage.set_trial_system_attr(self._id(number), SWEEP, _alive())
 
         thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
         thread.start()
@@ -263,8 +227,8 @@ class SharedStudy:
 
         original = copy.deepcopy(trial)  # as it was, without the attribute set below
         try:
-            self._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)  # pyright: ignore[reportPrivateUsage]
-            self._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # pyright: ignore[reportPrivateUsage]
+            self._storage.set_trial_user_attr(self._id(trial.number), INTERRUPTED, True)
+            self._storage.set_trial_state_values(self._id(trial.number), TrialState.FAIL)
         except UpdateFinishedTrialError:  # it has just finished after all
             return
         # Optuna's way of running a trial again (it marks the copy as a retry of the original, and a
@@ -273,6 +237,10 @@ class SharedStudy:
             warnings.simplefilter("ignore", ExperimentalWarning)
             RetryHeartbeatStaleTrialCallback()(self.study, original)
         log.info(f"Trial {trial.number} was interrupted (its sweep stopped): it runs again, with the same parameters.")
+
+    def _id(self, number: int) -> int:
+        """The storage's id of the study's trial `number`."""
+        return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
     @contextmanager
     def _locked(self) -> Generator[None]:

@@ -5,13 +5,13 @@ The plugin's sweeper asks Optuna for `n_jobs` trials, hands them to the launcher
 Optuna their results when the whole batch has returned: a slot whose trial ends first waits for the
 slowest, and a sweep killed in mid-batch loses the results that the batch had already finished. Here each
 of `n_jobs` slots asks for one trial, launches it as a batch of one, and asks for the next as soon as the
-study has the trial's result, which the job records itself (src/optuna_trial.py).
+study has the trial's result, which the job records itself (`StudyTrial`).
 
-`n_trials` is the size of the whole study (src/optuna_study.py), however many commands and sweep processes
+`n_trials` is the size of the whole study (`SharedStudy`), however many commands and sweep processes
 it takes: a killed sweep, run again, ends as if it had never stopped (the trials it was running run again,
 with the same parameters), a finished one only reports its best trial, and sweep processes pointed at the
 same study (one per SLURM allocation, say) run its trials between them. Job directory N holds trial N,
-which is how the job finds its trial in the study (src/optuna_trial.py).
+which is how the job finds its trial in the study (`this_jobs_trial()`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ RESULT_POLL_S = 0.5  # how often a slot looks in the study for the result of its
 
 class ResumableOptunaSweeper(OptunaSweeper):
     """The plugin's sweeper (whose `self.sweeper` holds the settings and the search-space helpers), with
-    our loop of trials instead of its batches, and a `pruner` (src/optuna_config.py)."""
+    our loop of trials instead of its batches, and a `pruner` (`StudySweeperConf`)."""
 
     def __init__(self, *, pruner: DictConfig, **plugin_settings: Any) -> None:
         super().__init__(**plugin_settings)
@@ -63,20 +63,16 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def _sweep(self, arguments: list[str]) -> None:
         from hydra.utils import instantiate
-        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+        from src.optuna_sweeper import plugin_api
 
         plugin = self.sweeper
         config, launcher = plugin.config, plugin.launcher
         assert config is not None and launcher is not None, "setup() comes first"
         # The plugin's own helpers turn `params` and the command line's sweeps into Optuna distributions.
-        plugin._process_searchspace_config()  # pyright: ignore[reportPrivateUsage]
-        params = [*plugin._parse_sweeper_params_config(), *arguments]  # pyright: ignore[reportPrivateUsage]
-        search_space, fixed_params, fixed_overrides = create_params_from_overrides(params)
-        for name in fixed_params:  # a parameter searched in `params` but fixed on the command line
-            search_space.pop(name, None)
-        sampler, n_trials = self._sampler(search_space)
-        directions: list[str] = plugin._get_directions()  # pyright: ignore[reportPrivateUsage]
-        fixed = [*(f"{name}={value}" for name, value in fixed_params.items()), *fixed_overrides]
+        space = plugin_api.sweep_search_space(plugin, arguments)
+        sampler, n_trials = self._sampler(space.distributions)
+        directions = plugin_api.directions(plugin)
 
         study = SharedStudy.open(
             storage=plugin.storage,
@@ -87,7 +83,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
             directions=directions,
         )
         where = "memory" if plugin.storage is None else str(plugin.storage)
-        study.bind(self._settings(fixed, search_space), search_space, directions, where=where)
+        study.bind(self._settings(space.fixed, space.distributions), space.distributions, directions, where=where)
         # The basic launcher runs each job in this process: one at a time.
         slots = plugin.n_jobs if isinstance(launcher, BaseSubmititLauncher) else 1
         log.info(
@@ -98,7 +94,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         Path(plugin.sweep_dir).mkdir(parents=True, exist_ok=True)  # for the results, even with no trial to run
 
         def overrides(trial: optuna.Trial) -> Sequence[str]:
-            return plugin._configure_trials([trial], search_space, fixed_params, fixed_overrides)[0]  # pyright: ignore[reportPrivateUsage]
+            return plugin_api.trial_overrides(plugin, trial, space)
 
         trials = _Trials(study, launcher, overrides, n_trials, plugin.max_failure_rate, len(directions))
         with study.heartbeat():
@@ -119,7 +115,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if not isinstance(sampler, functools.partial):
             return sampler, plugin.n_trials
         assert sampler.func is GridSampler
-        grid = {name: plugin._to_grid_sampler_choices(d) for name, d in search_space.items()}  # pyright: ignore[reportPrivateUsage]
+        from src.optuna_sweeper.plugin_api import grid_choices
+
+        grid = {name: grid_choices(distribution) for name, distribution in search_space.items()}
         return sampler(grid), min(plugin.n_trials, math.prod(len(values) for values in grid.values()))
 
     def _settings(self, fixed: list[str], search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
@@ -167,7 +165,7 @@ class _Trials:
 
     With a launcher that runs each job in a process of its own (submitit's, locally or on SLURM), a slot is
     a thread that launches one trial after another, and is free as soon as the job has recorded its result
-    in the study (src/optuna_trial.py), while the job's process still ends. The basic launcher runs the job
+    in the study (`StudyTrial`), while the job's process still ends. The basic launcher runs the job
     in this process: one trial at a time, in this thread, the only one that gets signals (Ctrl-C)."""
 
     study: SharedStudy

@@ -1,7 +1,7 @@
 """A job's side of an Optuna study: it reports its validation accuracy after each epoch to its trial, and
 stops when the study's pruner says so.
 
-A job of our Optuna sweeper (src/optuna_sweeper.py) is trial `hydra.job.num` of the study
+A job of our Optuna sweeper (`ResumableOptunaSweeper`) is trial `hydra.job.num` of the study
 `hydra.sweeper.study_name` in `hydra.sweeper.storage`: it finds the trial there from its own config, so
 that nothing but the config travels with the job (to a SLURM node, say), and it finds it again when it is
 continued after an interruption. Plain runs and grid multiruns have no trial, and import no Optuna.
@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from src.common.errors import UserError
+from src.common.targets import instantiates
 from src.records.metrics import METRIC
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["StudyTrial", "this_jobs_trial"]
 
 log = logging.getLogger(__name__)
-SWEEPER = "src.optuna_sweeper.sweeper.ResumableOptunaSweeper"
 
 
 class StudyTrial:
@@ -77,14 +77,16 @@ def this_jobs_trial(history: list[Metrics]) -> StudyTrial | None:
         return None
     hydra = HydraConfig.get()
     sweeper = hydra.sweeper
-    if hydra.mode != RunMode.MULTIRUN or sweeper.get("_target_") != SWEEPER or sweeper.storage is None:
+    from src.optuna_sweeper.sweeper import ResumableOptunaSweeper
+
+    if hydra.mode != RunMode.MULTIRUN or not instantiates(sweeper, ResumableOptunaSweeper) or sweeper.storage is None:
         return None
     import optuna
     from hydra.utils import instantiate
     from optuna.trial import TrialState
 
     from src.optuna_sweeper.config import PRUNER_TARGETS
-    from src.optuna_sweeper.study import open_storage
+    from src.optuna_sweeper.storage import open_storage
 
     storage = open_storage(sweeper.storage, Path(hydra.runtime.cwd))
     pruner = instantiate(sweeper.pruner, _execution_whitelist_=PRUNER_TARGETS)
@@ -92,7 +94,8 @@ def this_jobs_trial(history: list[Metrics]) -> StudyTrial | None:
     study = optuna.load_study(
         study_name=sweeper.study_name, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
     )
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, hydra.job.num)  # pyright: ignore[reportPrivateUsage]
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, hydra.job.num)
     trial = storage.get_trial(trial_id)
     if trial.state not in (TrialState.RUNNING, TrialState.PRUNED):
         log.info(f"Trial {trial.number} of the study {study.study_name} is {trial.state.name}: not reporting to it.")

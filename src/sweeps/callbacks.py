@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any, cast
 
 from hydra.experimental.callback import Callback
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
 from src.checks.credentials import refuse_credentials
 from src.common.errors import RunFailedError, UserError, exit_on_user_error, exit_with_error
+from src.common.targets import instantiates
 from src.optuna_sweeper.settings import check_sweeper_settings
 from src.records.metrics import METRIC
 from src.sweeps.continuation import check_same_sweep, continue_command
@@ -43,7 +46,7 @@ class StartCheck(Callback):
     """Refuse, before Hydra writes anything, a run whose overrides of Hydra's settings hold a credential
     (Hydra saves them in .hydra/hydra.yaml), and a multirun that cannot go well: Hydra saves the sweep's
     overrides (multirun.yaml) before any job starts, and the summary shows them. Each job checks its
-    own config again (src/validation.py)."""
+    own config again (`checked_config()`)."""
 
     @override
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -63,12 +66,12 @@ class StartCheck(Callback):
                 resolved = {}  # each job reports what cannot be resolved
             refuse_credentials(resolved, [*overrides, *_overrides(config, "hydra")])
             _refuse_slurm_without_slurm(config)
-            if "Optuna" in str(config.hydra.sweeper.get("_target_", "")):
+            if instantiates(config.hydra.sweeper, OptunaSweeper):
                 check_sweeper_settings(config.hydra.sweeper, overrides, Path(config.hydra.runtime.cwd))
 
 
 class SweepContinuation(Callback):
-    """Print, as a multirun starts, the command that continues it if it stops (src/sweep_continuation.py);
+    """Print, as a multirun starts, the command that continues it if it stops (`continue_command()`);
     refuse a sweep directory that holds a sweep of other overrides."""
 
     @override
@@ -82,7 +85,8 @@ class SweepContinuation(Callback):
 
 
 class SweepSummary(Callback):
-    """Summarise a multirun in its sweep directory (src/sweep_summary.py), and print the summary.
+    """Summarise a multirun in its sweep directory (`summarise_sweep()`), print the summary, and draw its
+    pictures (`draw_sweep()`).
 
     Called after the last job, and also when the sweep stopped with an error. It reads the job
     directories rather than the jobs' return values because the jobs may have run in other processes or
@@ -119,8 +123,10 @@ class SweepSummary(Callback):
         # (an Optuna study with no completed trial fails as well), and a line that says so. A job that failed
         # while it trained (RunFailedError): its error. A job died without a word (killed, out of memory):
         # submitit's account of it. An exit (an error already said in one line, Ctrl-C) goes on as it is.
+        from submitit.core.utils import FailedSubmissionError, UncompletedJobError
+
         ending = sys.exc_info()[1]
-        from_submitit = ending is not None and type(ending).__module__.startswith("submitit.")
+        from_submitit = isinstance(ending, UncompletedJobError | FailedSubmissionError)
         job_errors = [line for line in str(ending).splitlines() if line.startswith("Error: ")] if from_submitit else []
         if job_errors:
             exit_with_error(job_errors[-1].removeprefix("Error: "))
@@ -140,7 +146,7 @@ def _overrides(config: DictConfig, kind: str) -> list[str]:
 
 def _refuse_slurm_without_slurm(config: DictConfig) -> None:
     """A SLURM launcher needs SLURM's commands, which submitit looks for only once the sweep has started."""
-    if str(config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher") and not shutil.which("srun"):
+    if instantiates(config.hydra.launcher, SlurmLauncher) and not shutil.which("srun"):
         choice = config.hydra.runtime.choices.get("hydra/launcher")
         raise UserError(
             f"hydra/launcher={choice} submits the jobs to SLURM, but this machine has no SLURM (no srun on the PATH): "

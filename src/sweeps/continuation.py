@@ -2,7 +2,7 @@
 
 Hydra starts every multirun afresh, in a new timestamped sweep directory. Given the directory of a
 stopped one (`hydra.sweep.dir`), the same overrides make the same jobs, numbered alike, so each job
-runs in its own earlier directory and picks up where it stopped (src/run.py): a finished job reports
+runs in its own earlier directory and picks up where it stopped (`run()`): a finished job reports
 its recorded metrics without running, an interrupted one continues from its checkpoint, a failed
 one, or one that never started, runs.
 """

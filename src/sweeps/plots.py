@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from src.common.targets import instantiates
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 def draw_sweep(sweep_dir: Path, groups: list[SeedGroup], metric: str, sweeper: DictConfig) -> list[Path]:
     """Draw the pictures of the sweep into `sweep_dir`; return their paths. `groups`: its configurations,
     best first; `sweeper`: the sweep's `hydra.sweeper` config, which says where an Optuna study is."""
-    if "study_name" not in sweeper:  # the basic sweeper
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    if not instantiates(sweeper, OptunaSweeper):  # a grid: the basic sweeper, say
         figures = {f"{metric.replace('/', '_')}_by_config": configurations_figure(groups, metric)}
     elif sweeper.storage is None:
         log.info("No pictures of the study: it was kept in memory (hydra.sweeper.storage is null), and is gone.")
@@ -121,7 +125,7 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
             )
         if any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
             intermediate = optuna_plots.plot_intermediate_values(study)
-            # Each trial reports `metric` after every epoch, as step n for epoch n (src/optuna_trial.py).
+            # Each trial reports `metric` after every epoch, as step n for epoch n (`StudyTrial`).
             intermediate.set(xlabel="Epoch", ylabel=f"{metric} after the epoch")
             intermediate.xaxis.set_major_locator(MaxNLocator(integer=True))
             figures["intermediate_values"] = _figure(intermediate)
@@ -135,7 +139,7 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
 def _load_study(name: str, storage: str) -> Study:
     import optuna
 
-    from src.optuna_sweeper.study import open_storage
+    from src.optuna_sweeper.storage import open_storage
 
     # Hydra calls the callback that draws in the directory the sweep ran from, where `storage` is.
     return optuna.load_study(study_name=name, storage=open_storage(storage, Path.cwd()))

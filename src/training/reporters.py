@@ -35,14 +35,9 @@ class Reporters:
     def __init__(
         self, *, epochs: int, checkpoint: Checkpoint, trial: StudyTrial | None, wandb_run: Run | None, world: World
     ) -> None:
-        self.epochs, self.checkpoint, self.trial, self.wandb_run, self.world = (
-            epochs,
-            checkpoint,
-            trial,
-            wandb_run,
-            world,
-        )
-        self.pruned = self._agree_on_pruning()
+        self.epochs, self.checkpoint, self.world = epochs, checkpoint, world
+        self.trial, self.wandb_run = trial, wandb_run
+        self._pruned: bool | None = None  # agreed by the processes once they have joined (see `pruned`)
 
     @classmethod
     def start(
@@ -77,7 +72,7 @@ class Reporters:
         self.checkpoint.save(state)
         if self.trial is not None:  # after saving: a pruned trial's checkpoint holds its last epoch
             self.trial.report(state.history)
-        self.pruned = self._agree_on_pruning()
+        self._pruned = self._agree_on_pruning()
 
     def end_test(self, metrics: Metrics) -> None:
         log.info(f"Test: {headline(metrics, 'test')}")
@@ -91,6 +86,14 @@ class Reporters:
             self.wandb_run.finish(exit_code=EXIT_CODES.get(status, 0))
         if self.trial is not None and result is not None and status not in (INTERRUPTED, PRUNED):
             self.trial.complete(result.value)  # in the study now, whatever happens to the sweep
+
+    @property
+    def pruned(self) -> bool:
+        """Whether the study's pruner stopped the trial (a trial continued after its pruning, too). Every process
+        asks at the same points of training: the first time, they agree on it."""
+        if self._pruned is None:
+            self._pruned = self._agree_on_pruning()
+        return self._pruned
 
     def _agree_on_pruning(self) -> bool:
         """Whether the study's pruner stopped the trial: rank 0 alone reports to it, and tells the others."""

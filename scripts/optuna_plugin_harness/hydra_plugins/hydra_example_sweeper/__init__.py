@@ -1,6 +1,6 @@
 """Points the Optuna plugin's own tests at hydra-example's sweeper (scripts/optuna-plugin-tests.sh):
-`hydra/sweeper=optuna` becomes `hydra/sweeper=resumable_optuna` (src/optuna_config.py), whose `_target_`
-is src.optuna_sweeper.sweeper's."""
+`hydra/sweeper=optuna` becomes `hydra/sweeper=resumable_optuna` (`StudySweeperConf`), whose `_target_`
+is our `ResumableOptunaSweeper`."""
 
 from hydra.core.config_store import ConfigStore
 
