@@ -3,7 +3,7 @@
 Each repetition copies MNIST's raw files into a new, empty data folder and runs two fresh Python
 processes there, one after the other: the first finds no cache and decodes, splits, colours (chooses
 each digit's colour) and caches the data ("cold"), the second reads the cache ("warm"). Fresh
-processes, so that nothing is kept in memory between them (the in-process memo of the cache
+processes, so that nothing is kept in memory between them (the in-process memo that the cache
 keeps for the jobs of a multirun included). Each process imports PyTorch and the project first, as a
 run has done by the time it asks for its data, then times `CMNISTDataModule(...).build(seed=...)`
 followed by reading one byte of every page of the tensors: the cache is memory-mapped, so `build()`

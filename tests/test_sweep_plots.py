@@ -19,6 +19,8 @@ from src.optuna_sweeper.storage import open_storage
 from src.sweeps.plots import configurations_figure, draw_sweep, study_figures
 from src.sweeps.summary import Job, SeedGroup
 
+SWEEPER = "src.optuna_sweeper.sweeper.ResumableOptunaSweeper"  # what `hydra/sweeper=fcn_params` instantiates
+
 
 def job(name: str, num_hidden: str, seed: str, val_acc: float | None) -> Job:
     overrides = {"model.hidden_dim": "16", "model.num_hidden": num_hidden, "seed": seed}
@@ -98,7 +100,7 @@ def test_the_study_is_found_in_a_database_or_a_journal_file(form: str, tmp_path:
 
 def test_a_study_is_drawn_with_optunas_plots(tmp_path: Path) -> None:
     study_in(JournalStorage(JournalFileBackend(str(tmp_path / "study.log"))))
-    sweeper = OmegaConf.create({"study_name": "study", "storage": str(tmp_path / "study.log")})
+    sweeper = OmegaConf.create({"_target_": SWEEPER, "study_name": "study", "storage": str(tmp_path / "study.log")})
     style = dict(matplotlib.rcParams)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -142,7 +144,9 @@ def test_plots_that_the_study_cannot_fill_are_left_out_saying_why(
 ) -> None:
     study = optuna.create_study(study_name="study", storage=f"sqlite:///{tmp_path / 'study.db'}")
     study.optimize(lambda trial: trial.suggest_float("lr", 0, 1), n_trials=3)  # one parameter, nothing reported
-    sweeper = OmegaConf.create({"study_name": "study", "storage": f"sqlite:///{tmp_path / 'study.db'}"})
+    sweeper = OmegaConf.create(
+        {"_target_": SWEEPER, "study_name": "study", "storage": f"sqlite:///{tmp_path / 'study.db'}"}
+    )
 
     with caplog.at_level(logging.INFO):
         paths = draw_sweep(tmp_path, [], "val/acc", sweeper)
@@ -172,7 +176,9 @@ def test_no_importances_are_drawn_for_trials_that_score_alike(tmp_path: Path, ca
 
 
 def test_a_study_kept_in_memory_has_no_pictures(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sweeper = OmegaConf.create({"study_name": "study", "storage": None})  # the Optuna plugin's default
+    sweeper = OmegaConf.create(
+        {"_target_": SWEEPER, "study_name": "study", "storage": None}
+    )  # the Optuna plugin's default
     with caplog.at_level(logging.INFO):
         assert draw_sweep(tmp_path, [], "val/acc", sweeper) == []
     assert caplog.messages == [
