@@ -11,7 +11,7 @@ from src.datasets.celeba import CelebADataModule
 from src.datasets.cmnist import CMNISTDataModule
 from src.model import FcnFactory, ModelFactory, SimpleCNNFactory
 from src.optimisation import OptimisationCfg
-from src.optuna_sweeper.config import register_sweeper
+from src.optuna_sweeper.sweeper import register_sweeper
 from src.wandb_logging import WandbCfg
 
 __all__ = ["Config", "register_configs"]

@@ -52,8 +52,8 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
     with RunDirectory.claim(path, raw_config, main=world.is_main) as directory:
         # A checkpoint here of a run with other settings stops this one before the data is prepared.
         checkpoint = Checkpoint(path=path / CHECKPOINT_FILE, config=logged_config, world=world)
-        finished = directory.finished_result(checkpoint, epochs=cfg.opt.epochs)
-        if finished is not None:
+        finished = directory.finished_result()
+        if finished is not None and checkpoint.ended_with(finished.metrics, epochs=cfg.opt.epochs):
             log.info(
                 f"Already finished: {METRIC}={finished.value:.4f} (all metrics: {shown(path / METRICS_FILE)}); "
                 f"not run again (to run it afresh, delete {shown(checkpoint.path)})."

@@ -3,13 +3,12 @@
 `hydra/sweeper/resumable_optuna` is the plugin's `hydra/sweeper/optuna` with our sweeper as its
 `_target_` and one more setting, `pruner`, an option of the group `hydra/sweeper/pruner`:
 `hydra/sweeper/pruner=median` on the command line, and `--cfg hydra -p hydra.sweeper.pruner` shows
-its settings. `register_sweeper()` puts them in Hydra's ConfigStore (`register_configs()` calls it).
+its settings. `register_sweeper()` puts them in Hydra's ConfigStore.
 """
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import MISSING
 
@@ -19,7 +18,6 @@ __all__ = [
     "MedianPrunerConfig",
     "NopPrunerConfig",
     "StudySweeperConf",
-    "register_sweeper",
 ]
 
 # What a `pruner` config may instantiate: Optuna's pruners, nothing else.
@@ -69,18 +67,3 @@ class StudySweeperConf(OptunaSweeperConf):
     _target_: str = "src.optuna_sweeper.sweeper.ResumableOptunaSweeper"
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     pruner: PrunerConfig = MISSING
-
-
-def register_sweeper() -> None:
-    """Store the sweeper's config and the pruners in Hydra's ConfigStore, beside the plugin's samplers, and
-    register the sweeper as a Hydra plugin: Hydra looks for plugins in the `hydra_plugins` package, and ours
-    lives here instead."""
-    from hydra.core.plugins import Plugins
-
-    from src.optuna_sweeper.sweeper import ResumableOptunaSweeper
-
-    cs = ConfigStore.instance()
-    cs.store(group="hydra/sweeper", name="resumable_optuna", node=StudySweeperConf, provider="hydra-example")
-    for name, node in (("none", NopPrunerConfig), ("median", MedianPrunerConfig), ("hyperband", HyperbandPrunerConfig)):
-        cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="hydra-example")
-    Plugins.instance().register(ResumableOptunaSweeper)

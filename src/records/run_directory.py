@@ -17,8 +17,6 @@ from src.records.metrics import FINISHED, METRICS_FILE, RunResult, read_result, 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from src.training.checkpoint import Checkpoint
-
 __all__ = ["LOCK_FILE", "RunDirectory", "how_to_continue"]
 
 LOCK_FILE = ".run.lock"  # held by the run working in the output directory; it stays, empty, when the run ends
@@ -74,17 +72,14 @@ class RunDirectory:
             raise
         self._accept()
 
-    def finished_result(self, checkpoint: Checkpoint, *, epochs: int) -> RunResult | None:
-        """The result of a run that finished here, of which `checkpoint` is the last (a sweep continued after a
-        stop runs its finished jobs again); None if there is none. (A metrics.json left in the directory by an
-        earlier run, whose checkpoint was deleted to start afresh, is not this run's.)"""
+    def finished_result(self) -> RunResult | None:
+        """The result of a run that finished here (a sweep continued after a stop runs its finished jobs
+        again); None if there is none."""
         metrics_file = self.path / METRICS_FILE
         if metrics_file.exists() and not metrics_file.is_file():
             raise UserError(f"{shown(metrics_file)} is not a file: move it away, so that the run can write it.")
         result = read_result(self.path)
-        if result is None or result.status != FINISHED or not checkpoint.ended_with(result.metrics, epochs=epochs):
-            return None
-        return result
+        return result if result is not None and result.status == FINISHED else None
 
     def save_result(self, result: RunResult) -> None:
         """Write metrics.json (the main process's to write)."""

@@ -5,8 +5,8 @@ is our `ResumableOptunaSweeper`."""
 from hydra.core.config_store import ConfigStore
 
 # Importing src.optuna_sweeper.config registers the plugin's configs first: ours replace its `optuna`.
-from src.optuna_sweeper.config import StudySweeperConf, register_sweeper
-from src.optuna_sweeper.sweeper import ResumableOptunaSweeper
+from src.optuna_sweeper.config import StudySweeperConf
+from src.optuna_sweeper.sweeper import ResumableOptunaSweeper, register_sweeper
 
 __all__ = ["ResumableOptunaSweeper"]  # what Hydra's plugin discovery finds here
 
