@@ -5,7 +5,6 @@ the output contains, in this order, once times, dates and measured numbers are b
 after a comment `<!-- excerpt: PATH -->` shows lines of that file, in its order (`...` for lines left out);
 one after `<!-- recipe: ... -->` is code that tests/test_recipes.py adds to a copy of the project."""
 
-import os
 import re
 import shlex
 import subprocess
@@ -13,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO, program_env
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # A fenced block, and the comment right before it (`<!-- excerpt: ... -->`, `<!-- recipe: ... -->`) if any.
@@ -92,7 +91,7 @@ def run_main(
     return subprocess.run(
         [sys.executable, str(project / "main.py"), *words[2:], *extra_args],
         cwd=cwd,
-        env=os.environ | {"HYDRA_EXAMPLE_DATA": str(data_root), "WANDB_SILENT": "true"},
+        env=program_env(data_root),
         capture_output=True,
         text=True,
         timeout=600,

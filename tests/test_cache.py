@@ -11,7 +11,7 @@ import torch
 
 from src.datasets import cache
 from src.datasets.digits import MNIST_FILES
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 PROCESSES = 3
 # Each process waits until all have started (so that they ask for the cache at the same moment), then
@@ -56,6 +56,7 @@ def at_once(script: str, *arguments: list[str]) -> list[tuple[str, str]]:
     return outputs
 
 
+@pytest.mark.slow
 def test_processes_that_prepare_the_same_data_at_once_build_it_once_and_all_read_it_whole(tmp_path: Path) -> None:
     path = tmp_path / "cache" / "data.pt"
     rendezvous = tmp_path / "rendezvous"

@@ -23,7 +23,7 @@ from tests.celeba_folder import (
     write_celeba,
     write_lines,
 )
-from tests.conftest import RunMain
+from tests.helpers import RunMain
 
 
 @pytest.fixture
@@ -319,6 +319,7 @@ def test_one_attribute_as_label_and_subgroup_is_refused(run_main: RunMain, overr
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_missing_celeba_stops_the_run_with_one_line(run_main: RunMain, tmp_path: Path) -> None:
     result = run_main("+experiment=good_run", env={"HYDRA_EXAMPLE_DATA": str(tmp_path / "empty")})
     assert result.returncode == 1

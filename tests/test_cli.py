@@ -13,7 +13,7 @@ import torch
 
 from src.common.errors import UserError
 from src.training.distributed import World
-from tests.conftest import REPO, RunMain, Train
+from tests.helpers import REPO, RunMain, Train
 
 HEAVY_MODULES = ("torch", "torchvision", "wandb", "matplotlib")
 

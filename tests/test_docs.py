@@ -1,6 +1,5 @@
 """README.md and docs/*.md are tested documents: every command in them runs, and prints what they show."""
 
-import os
 import re
 import shlex
 import subprocess
@@ -8,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.documents import DOCUMENTS, Block, Example, assert_contains_in_order, blocks, examples, run_main
+from tests.helpers import REPO, program_env
 
 # Commands the test does not run, and why.
 NOT_RUN = {
@@ -102,7 +101,7 @@ def test_excerpt_shows_lines_of_the_file(document: Path, excerpt: Block) -> None
 def test_command(example: Example, mnist_root: Path, tmp_path: Path) -> None:
     if example.command in NOT_RUN:
         pytest.skip(NOT_RUN[example.command])
-    env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"}
+    env = program_env(mnist_root)
     words = shlex.split(example.command)
     if example.command == "make run":
         argv = [*words, f"ARGS=hydra.run.dir={tmp_path / 'out'}"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.documents import DOCUMENTS, Example, assert_contains_in_order, blocks, examples, run_main
+from tests.helpers import REPO
 
 RECIPE_RUNS = [example for example in examples() if example.recipe]
 # `cs.store(group="model", name="strided_cnn", ...)` in a recipe registers the option model=strided_cnn.

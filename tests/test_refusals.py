@@ -20,13 +20,10 @@ import torch
 
 from src.common.errors import RunFailedError, UserError
 from src.datasets.digits import MNIST_FILES
-from tests.conftest import REPO, RunMain, Train, write_idx
+from tests.helpers import IN_JOBS, TINY, TWO_TASKS, RunMain, Train, write_idx
+from tests.helpers import STUDY as STUDY_COMMAND
 
-TINY = ("model.hidden_dim=8", "opt.epochs=1")
-STUDY = ("--multirun", "hydra/sweeper=fcn_params", "hydra.sweep.dir=sweep")
-TWO_TASKS = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")  # a run of two processes
-# The jobs that submitit starts unpickle main.py's function, which imports `src`: from the repository.
-IN_JOBS = {"PYTHONPATH": str(REPO)}
+STUDY = (*STUDY_COMMAND, "hydra.sweep.dir=sweep")
 API_KEY = "0123456789abcdef0123456789abcdef01234567"  # in WANDB_API_KEY, as W&B would use it
 HOW_WANDB_GETS_ITS_KEY = (
     "W&B reads its key from the environment variable WANDB_API_KEY or from ~/.netrc (`wandb login`)."
@@ -164,6 +161,7 @@ REFUSALS = {
         ("model=cnn", "model.kernel_size=13"),
         "Error: model.kernel_size=13 is too large for 28x28 images: two convolution blocks leave nothing to pool. "
         "Use a smaller model.kernel_size or a larger dm.default_res.",
+        in_process=True,
     ),
     "seed": Refusal(
         ("seed=99999999999999999999",),
@@ -477,6 +475,7 @@ REFUSALS = {
     "optuna-every-trial-failed": Refusal(
         (*STUDY, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "opt.lr=1e30", *TINY),
         "Error: no trial of the study fcn_params has completed: the job directories' logs say why.",
+        slow=True,
     ),
 }
 

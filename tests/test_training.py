@@ -14,7 +14,7 @@ from src.common.errors import RunFailedError, UserError
 from src.datasets.cmnist import PALETTE, CMNISTDataModule
 from src.optimisation import OptimisationCfg
 from src.training.loop import TrainingState, fit
-from tests.conftest import Train
+from tests.helpers import Train
 
 
 def metrics_record(output_dir: Path) -> dict[str, Any]:
