@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-__all__ = ["Data", "DataModule", "Split", "check_seed"]
+__all__ = ["Data", "DataModule", "Split", "check_seed", "hash_files"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Data:
     num_classes: int
     group_names: list[str]  # the name of each subgroup index, used in metric names
     source: str  # where the images came from, recorded with the results
+    # What the data set was made from, the same whatever the seed: a hash of the files it was read from
+    # (`hash_files()`), or how it was made. Results of another origin are never pooled with these.
+    origin: str
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -108,6 +112,16 @@ class DataModule(ABC):
         """The shape of one image as the model sees it, known before the data is prepared: colour images
         of `default_res` pixels (a data module of other images overrides this)."""
         return 3, self.default_res, self.default_res
+
+
+def hash_files(files: Iterable[Path]) -> str:
+    """A hash of the contents of `files`, in order: the same files, wherever they are, give the same one."""
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def check_seed(key: str, seed: int) -> None:

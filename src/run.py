@@ -16,10 +16,12 @@ from src.config import Config
 from src.records.metrics import FINISHED, INTERRUPTED, METRIC, METRICS_FILE, PRUNED, RunResult
 
 if TYPE_CHECKING:
+    import torch
+
     from src.data import Data
     from src.training.checkpoint import Checkpoint
     from src.training.distributed import World
-    from src.training.loop import TrainingState
+    from src.training.loop import Metrics, TrainingState
     from src.training.reporters import Reporters
     from src.training.stopping import StopRequest
 
@@ -39,7 +41,9 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
     assert isinstance(cfg, Config)
 
     # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
+    from src.records.identity import code_identity
     from src.records.run_directory import RunDirectory
+    from src.sweeps.continuation import bind_to_sweep
     from src.training.checkpoint import CHECKPOINT_FILE, Checkpoint
     from src.training.distributed import World
     from src.training.reporters import Reporters
@@ -62,15 +66,21 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
         log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
         with directory.accepting():
             data, state = _build(cfg, checkpoint, world)
+            device = next(state.model.parameters()).device
+            if world.is_main:  # which writes the results, and so what they belong to
+                checkpoint.bind_code(code_identity(_device_name(device), path))
+                bind_to_sweep(checkpoint.data)
             reporters = Reporters.start(
-                cfg.wandb, logged_config, data, state, epochs=cfg.opt.epochs, checkpoint=checkpoint, world=world
+                cfg.wandb, logged_config, state, epochs=cfg.opt.epochs, checkpoint=checkpoint, world=world
             )
         try:
-            with stop_on_signals() as stop, world.joined(next(state.model.parameters()).device):
-                result = _train_and_test(cfg, data, state, checkpoint, reporters, stop=stop, world=world)
+            with stop_on_signals() as stop, world.joined(device):
+                status, metrics = _train_and_test(cfg, data, state, checkpoint, reporters, stop=stop, world=world)
         except BaseException:
             reporters.end(None)
             raise
+        code = checkpoint.code or [{}]  # rank 0's alone, which writes the results
+        result = RunResult(status, state.epoch, metrics, checkpoint.data, code=code[-1], code_before=code[:-1])
         reporters.end(result)
         if world.is_main:
             directory.save_result(result)
@@ -118,10 +128,10 @@ def _train_and_test(
     *,
     stop: StopRequest,
     world: World,
-) -> RunResult:
-    """Train from `state`, saving a checkpoint after each epoch, then test. A signal stops training after the
-    current step (the checkpoint is saved then: the result is `interrupted`), and the study's pruner after an
-    epoch (`pruned`, with the metrics of that epoch)."""
+) -> tuple[str, Metrics]:
+    """Train from `state`, saving a checkpoint after each epoch, then test; the run's status and final metrics.
+    A signal stops training after the current step (the checkpoint is saved then: `interrupted`, without
+    metrics), and the study's pruner after an epoch (`pruned`, with the metrics of that epoch)."""
     from src.training.loop import check_finite, evaluate, fit
 
     fit(
@@ -132,13 +142,19 @@ def _train_and_test(
         stop_requested=lambda: stop.agree(world) or reporters.pruned,
         world=world,
     )
-    source = data.source
     if reporters.pruned:
-        return RunResult(PRUNED, state.epoch, source, state.history[-1])
+        return PRUNED, state.history[-1]
     if state.epoch < cfg.opt.epochs:  # stopped by a signal
         checkpoint.save(state)
-        return RunResult(INTERRUPTED, state.epoch, source)
+        return INTERRUPTED, {}
     test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test", world=world)
     check_finite(test_metrics, "on the test set")
     reporters.end_test(test_metrics)
-    return RunResult(FINISHED, state.epoch, source, state.history[-1] | test_metrics)
+    return FINISHED, state.history[-1] | test_metrics
+
+
+def _device_name(device: torch.device) -> str:
+    """The device, as a result records it: `cpu`, or the GPU's model."""
+    import torch
+
+    return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type

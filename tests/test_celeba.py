@@ -275,7 +275,7 @@ def test_the_good_run_experiment_learns_on_celeba(run_main: RunMain, fake: FakeC
     assert result.returncode == 0, result.stderr
     assert "Cached the prepared data" in result.stdout
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert record["data_source"] == "celeba"
+    assert record["data"]["source"] == "celeba"
     metrics = record["metrics"]
     assert metrics["val/acc"] > 0.5  # SMILING is balanced in every split: chance is 0.5
     assert metrics["test/acc"] > 0.5
@@ -296,7 +296,7 @@ def test_every_celeba_option_runs(run_main: RunMain, fake: FakeCelebA, tmp_path:
     for job in range(4):
         record = json.loads((tmp_path / "multi" / str(job) / "metrics.json").read_text())
         assert record["status"] == "finished"
-        assert record["data_source"] == "celeba"
+        assert record["data"]["source"] == "celeba"
         assert "val/acc_Male" in record["metrics"]
     # The first three share one cache: the label and subgroup are chosen after loading.
     assert sorted(path.name.split("-")[1] for path in cache_files(fake)) == ["32px", "64px"]

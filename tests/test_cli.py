@@ -71,7 +71,7 @@ def test_paths_mean_where_the_program_started_even_where_hydra_changes_the_direc
         env={"HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["data_source"] == "mnist"
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["data"]["source"] == "mnist"
     assert (tmp_path / "wb" / "wandb").is_dir()
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
         ".hydra",

@@ -42,7 +42,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow  # every test here runs main.py in subprocesses
 
 LAUNCHER = "hydra/launcher=slurm/kyiv"
-# Small and fast, and never a download: data_source "mnist" in a job's metrics.json then proves
+# Small and fast, and never a download: data source "mnist" in a job's metrics.json then proves
 # that HYDRA_EXAMPLE_DATA, which `run_main` sets, reached the SLURM job.
 FAST = ("opt.epochs=1", "dm.download=false")
 TIMEOUT_S = 180  # for one multirun: all its jobs, queueing included
@@ -102,7 +102,7 @@ def test_a_multirun_is_one_job_array_whose_metrics_come_back(
     for row in rows:
         record = json.loads((sweep_dir / row["job"] / "metrics.json").read_text())
         assert row["status"] == record["status"] == "finished"
-        assert record["data_source"] == "mnist"
+        assert record["data"]["source"] == "mnist"
         assert float(row["val/acc"]) == record["metrics"]["val/acc"]
     # Every combination of the sweep ran once.
     combinations = {(row["seed"], row.get("model.num_hidden")) for row in rows}

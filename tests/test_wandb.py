@@ -5,13 +5,14 @@ from pathlib import Path
 import pytest
 
 from src.wandb_logging import WandbCfg, WandbMode
-from tests.helpers import RunMain
+from tests.helpers import RunMain, metrics_record
 from tests.wandb_records import logged
 
 
 @pytest.mark.slow
 def test_offline_run_logs_config_and_metrics_of_every_job(run_main: RunMain, tmp_path: Path) -> None:
     args = ("--multirun", "seed=1,2", "opt.epochs=2", "model.hidden_dim=32", "wandb.mode=offline", "wandb.dir=wb")
+    args += ("hydra.sweep.dir=sweep",)
     result = run_main(*args)
     assert result.returncode == 0, result.stderr
     run_files = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -20,7 +21,10 @@ def test_offline_run_logs_config_and_metrics_of_every_job(run_main: RunMain, tmp
     for run_file in run_files:
         config, history = logged(run_file)
         seeds.add(config["seed"])
-        assert config["data_source"] == "mnist"
+        assert config["data"]["source"] == "mnist"
+        # What the results belong to, as metrics.json records it.
+        record = metrics_record(tmp_path / "sweep" / str(config["seed"] - 1))
+        assert (config["data"], config["code"]) == (record["data"], record["code"])
         assert config["opt"]["epochs"] == 2
         epochs = [row for row in history if "epoch" in row]
         assert [row["epoch"] for row in epochs] == [1, 2]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from typing_extensions import override
 
 from src.common.errors import UserError
-from src.data import Data, DataModule, Split
+from src.data import Data, DataModule, Split, hash_files
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -134,7 +134,9 @@ class CMNISTDataModule(DataModule):
                     "choose a dm.val_prop that leaves digits for both training and validation."
                 )
         num_classes = 10 if self.label_map is None else len(set(self.label_map.values()))
-        return Data(**splits, num_classes=num_classes, group_names=self._color_names(), source=source)
+        # Synthetic digits are made by this code, from the seed: their origin is the code, which results record.
+        origin = "synthetic" if mnist_files is None else hash_files(mnist_files)
+        return Data(**splits, num_classes=num_classes, group_names=self._color_names(), source=source, origin=origin)
 
     @override
     def memory_needed(self) -> int:

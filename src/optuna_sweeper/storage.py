@@ -13,7 +13,7 @@ from src.common.paths import shown
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
-__all__ = ["open_storage", "storage_file"]
+__all__ = ["lock_file", "open_storage", "storage_file"]
 
 SQLITE = "sqlite:///"
 
@@ -48,3 +48,10 @@ def storage_file(setting: str, cwd: Path) -> Path:
             "the study in a folder that does."
         )
     return path
+
+
+def lock_file(setting: str, cwd: Path) -> Path:
+    """The lock beside the study's file: held while a sweep process starts a trial, or a job binds the study
+    to its data, so that sweep processes and jobs that share the study take turns."""
+    path = storage_file(setting, cwd)
+    return path.with_name(f"{path.name}.next-trial")

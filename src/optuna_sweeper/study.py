@@ -25,18 +25,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from src.common.errors import UserError
-from src.optuna_sweeper.storage import open_storage, storage_file
+from src.common.targets import instantiates
+from src.optuna_sweeper.storage import lock_file, open_storage
 from src.records.identity import changed_settings
 
 if TYPE_CHECKING:
     import optuna
+    from omegaconf import DictConfig
     from optuna.distributions import BaseDistribution
     from optuna.pruners import BasePruner
     from optuna.samplers import BaseSampler
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["INTERRUPTED", "Next", "SharedStudy"]
+__all__ = ["INTERRUPTED", "Next", "SharedStudy", "rerun_trials", "stored_study"]
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial that was given up because its sweep process died
@@ -85,9 +87,8 @@ class SharedStudy:
         """Create the study, or load it if it exists."""
         import optuna
 
-        path = None if storage is None else storage_file(storage, cwd)
         # Beside the storage, `<file>.next-trial.lock` exists while a sweep process starts a trial.
-        lock_file = None if path is None else path.with_name(f"{path.name}.next-trial")
+        lock = None if storage is None else lock_file(storage, cwd)
         opened = open_storage(storage, cwd)
         study = optuna.create_study(
             storage=opened,
@@ -97,7 +98,7 @@ class SharedStudy:
             directions=cast(Sequence[Literal["minimize", "maximize"]], directions),
             load_if_exists=True,
         )
-        return cls(study, opened, lock_file)
+        return cls(study, opened, lock)
 
     def bind(
         self, settings: dict[str, Any], search_space: dict[str, BaseDistribution], directions: list[str], where: str
@@ -285,3 +286,28 @@ def _describe(distribution: str | None) -> str:
     from optuna.distributions import json_to_distribution
 
     return "none" if distribution is None else repr(json_to_distribution(distribution))
+
+
+def rerun_trials(study: optuna.Study) -> dict[int, int]:
+    """The trials given up when their sweep stopped (`SharedStudy.give_up_mine()`), each with the trial that ran
+    it again: Optuna records a retry's history."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    return {
+        history[-1]: trial.number
+        for trial in study.get_trials(deepcopy=False)
+        if (history := RetryHeartbeatStaleTrialCallback.retry_history(trial))
+    }
+
+
+def stored_study(sweeper: DictConfig) -> optuna.Study | None:
+    """The study of an Optuna sweep, as its `hydra.sweeper` config names it; None for other sweepers, and for a
+    study kept in memory, which ended with its sweep. (Hydra calls the callbacks in the directory the sweep ran
+    from, which a relative `storage` is relative to.)"""
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    if not instantiates(sweeper, OptunaSweeper) or sweeper.storage is None:
+        return None
+    import optuna
+
+    return optuna.load_study(study_name=sweeper.study_name, storage=open_storage(sweeper.storage, Path.cwd()))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf
@@ -17,12 +18,14 @@ from typing_extensions import override
 
 from src.checks.credentials import refuse_credentials
 from src.common.errors import RunFailedError, UserError, exit_on_user_error, exit_with_error
+from src.common.paths import user_path
 from src.common.targets import instantiates
 from src.optuna_sweeper.settings import check_sweeper_settings
+from src.optuna_sweeper.study import rerun_trials, stored_study
 from src.records.metrics import METRIC
 from src.sweeps.continuation import check_same_sweep, continue_command
 from src.sweeps.plots import draw_sweep
-from src.sweeps.summary import summarise_sweep
+from src.sweeps.summary import record_job, summarise_sweep
 
 __all__ = ["OutputDirCheck", "StartCheck", "SweepContinuation", "SweepSummary"]
 
@@ -66,6 +69,7 @@ class StartCheck(Callback):
                 resolved = {}  # each job reports what cannot be resolved
             refuse_credentials(resolved, [*overrides, *_overrides(config, "hydra")])
             _refuse_slurm_without_slurm(config)
+            _refuse_one_wandb_run_for_every_job(resolved)
             if instantiates(config.hydra.sweeper, OptunaSweeper):
                 check_sweeper_settings(config.hydra.sweeper, overrides, Path(config.hydra.runtime.cwd))
 
@@ -77,9 +81,8 @@ class SweepContinuation(Callback):
     @override
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = config.hydra.sweep.dir
-        task_overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
         with exit_on_user_error():
-            if check_same_sweep(Path(sweep_dir), task_overrides):
+            if check_same_sweep(config):
                 log.info(f"Continuing the sweep in {sweep_dir}: finished jobs report their results, the others run.")
         log.info(f"If this sweep stops, continue it with: {continue_command(sweep_dir)}")
 
@@ -97,6 +100,12 @@ class SweepSummary(Callback):
     started = False
 
     @override
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # In the job's process (on a SLURM node, say): the summary covers the jobs the sweep launched alone.
+        if config.hydra.mode == RunMode.MULTIRUN:
+            record_job(user_path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir))
+
+    @override
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Not reached when a callback listed before this one stops the multirun (a refused sweep
         # directory): Hydra still calls `on_multirun_end`, which must then not summarise that directory.
@@ -107,7 +116,9 @@ class SweepSummary(Callback):
         if not self.started:
             return
         sweep_dir = config.hydra.sweep.dir
-        summary = summarise_sweep(Path(sweep_dir))
+        study = stored_study(config.hydra.sweeper)
+        reruns = {str(trial): str(again) for trial, again in rerun_trials(study).items()} if study else {}
+        summary = summarise_sweep(Path(sweep_dir), reruns)
         if summary.jobs:
             pictures = draw_sweep(Path(sweep_dir), summary.groups, METRIC, config.hydra.sweeper)
             if pictures:
@@ -152,6 +163,22 @@ def _refuse_slurm_without_slurm(config: DictConfig) -> None:
             f"hydra/launcher={choice} submits the jobs to SLURM, but this machine has no SLURM (no srun on the PATH): "
             "start the sweep on the cluster's login node, or leave out hydra/launcher to run the jobs here."
         )
+
+
+def _refuse_one_wandb_run_for_every_job(config: dict[str, Any]) -> None:
+    """A W&B run id set once for the multirun (a swept one is set for each job) would make every job log
+    to the one W&B run, each over the other's."""
+    from src.wandb_logging import WandbCfg, WandbMode
+
+    wandb = config.get("wandb", {})
+    run_id, mode = wandb.get("id"), wandb.get("mode")
+    if run_id is None or WandbCfg(mode=None if mode is None else WandbMode(mode)).resolved_mode() is WandbMode.DISABLED:
+        return
+    raise UserError(
+        f"wandb.id={run_id} in a multirun would make every job the one W&B run {run_id}, each logging over the "
+        "others: leave wandb.id unset (each job is then a W&B run of its own), or give each job its own "
+        "(wandb.id=a,b,...)."
+    )
 
 
 def _check_writable(directory: Path, key: str) -> None:

@@ -36,13 +36,16 @@ def draw_sweep(sweep_dir: Path, groups: list[SeedGroup], metric: str, sweeper: D
     best first; `sweeper`: the sweep's `hydra.sweeper` config, which says where an Optuna study is."""
     from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-    if not instantiates(sweeper, OptunaSweeper):  # a grid: the basic sweeper, say
-        figures = {f"{metric.replace('/', '_')}_by_config": configurations_figure(groups, metric)}
-    elif sweeper.storage is None:
+    from src.optuna_sweeper.study import stored_study
+
+    study = stored_study(sweeper)
+    if study is not None:
+        figures = study_figures(study, metric)
+    elif instantiates(sweeper, OptunaSweeper):
         log.info("No pictures of the study: it was kept in memory (hydra.sweeper.storage is null), and is gone.")
         return []
-    else:
-        figures = study_figures(_load_study(sweeper.study_name, sweeper.storage), metric)
+    else:  # a grid: the basic sweeper, say
+        figures = {f"{metric.replace('/', '_')}_by_config": configurations_figure(groups, metric)}
     paths: list[Path] = []
     for name, figure in figures.items():
         paths.append(sweep_dir / f"{name}.png")
@@ -134,15 +137,6 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
     for figure in figures.values():
         plt.close(figure)  # saved by the caller; pyplot would otherwise keep every figure it made
     return figures
-
-
-def _load_study(name: str, storage: str) -> Study:
-    import optuna
-
-    from src.optuna_sweeper.storage import open_storage
-
-    # Hydra calls the callback that draws in the directory the sweep ran from, where `storage` is.
-    return optuna.load_study(study_name=name, storage=open_storage(storage, Path.cwd()))
 
 
 def _figure(axes: Axes) -> Figure:
