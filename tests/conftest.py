@@ -1,9 +1,10 @@
-"""Shared fixtures: small MNIST files in the real IDX format, and two ways to run the program: `run_main`
-runs `main.py` as a user does, in a subprocess; `train` calls `run()` in this process, on a config
-composed by Hydra's compose API, for tests where a subprocess adds nothing but time. For the tests on the
-local SLURM cluster, `slurm_env` and `sweep_dir`."""
+"""Shared fixtures: small MNIST files in the real IDX format (and a copy of real MNIST), and two ways to run
+the program: `run_main` runs `main.py` as a user does, in a subprocess; `train` calls `run()` in this
+process, on a config composed by Hydra's compose API, for tests where a subprocess adds nothing but time.
+For the tests on the local SLURM cluster, `slurm_env` and `sweep_dir`."""
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from src.config import register_configs
 from src.datasets.digits import MNIST_FILES, synthetic_digits
 from src.run import run
 from tests.celeba_folder import write_celeba
-from tests.helpers import REPO, SWEEP_DIR, RunMain, Train, program_env, write_idx
+from tests.helpers import REAL_MNIST, REPO, SWEEP_DIR, RunMain, Train, program_env, write_idx
 from tests.slurm_cluster import cluster_env
 
 register_configs()  # once per process, as main.py does: the ConfigStore is a process-wide singleton
@@ -37,6 +38,17 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     arrays = (train_images, train_labels.to(torch.uint8), test_images, test_labels.to(torch.uint8))
     for name, array in zip(MNIST_FILES, arrays, strict=True):
         write_idx(raw / name, array)
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a copy of real MNIST, from the folder `shared/data/` beside the checkout (on every
+    development machine, and in CI); the test is skipped, saying why, where there is none."""
+    if not REAL_MNIST.is_dir():
+        pytest.skip(f"no real MNIST in {REAL_MNIST}: the documents' figures, measured on it, are not compared")
+    root = tmp_path_factory.mktemp("real_data")
+    shutil.copytree(REAL_MNIST, root / "MNIST" / "raw")
     return root
 
 

@@ -25,6 +25,7 @@ from src.training.loop import TrainingState
 RunMain = Callable[..., subprocess.CompletedProcess[str]]  # the `run_main` fixture: `python main.py ARGS`
 Train = Callable[..., float]  # the `train` fixture: `run()` in this process
 REPO = Path(__file__).resolve().parents[1]
+REAL_MNIST = REPO.parent / "shared" / "data" / "MNIST" / "raw"  # the four original archives, where present
 # Relative to the directory a test runs the program in, a new one for each test: a fresh cluster numbers
 # its jobs from 1 again, so two runs must never share the `.submitit/<job id>` folders.
 SWEEP_DIR = "sweep"
@@ -124,22 +125,28 @@ def write_idx(path: Path, array: torch.Tensor) -> None:
     path.write_bytes(header + array.contiguous().numpy().tobytes())
 
 
-def program_trusting(module: str, directory: Path) -> Path:
-    """A copy of the program (main.py, src/, conf/) in `directory`, whose src/optimisation.py also trusts
-    `module`, as a user who adds an optimiser of their own edits it; the copy's main.py."""
+def copy_program(directory: Path) -> Path:
+    """A copy of the program (main.py, src/, conf/, the lock file) in `directory`; the copy's main.py."""
     directory.mkdir(parents=True)
-    for name in ("main.py", "src", "conf"):
+    for name in ("main.py", "src", "conf", "requirements.lock"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(REPO / name, directory / name)
+    return directory / "main.py"
+
+
+def program_trusting(module: str, directory: Path) -> Path:
+    """A copy of the program in `directory`, whose src/optimisation.py also trusts `module`, as a user who adds
+    an optimiser of their own edits it; the copy's main.py."""
+    program = copy_program(directory)
     optimisation = directory / "src" / "optimisation.py"
     trusted = 'TRUSTED_OPTIMIZER_MODULES = ("torch.optim",)'
     assert trusted in optimisation.read_text()
     optimisation.write_text(
         optimisation.read_text().replace(trusted, f'TRUSTED_OPTIMIZER_MODULES = ("torch.optim", "{module}")')
     )
-    return directory / "main.py"
+    return program
 
 
 def fail_job(job: int, tmp_path: Path) -> tuple[tuple[str, ...], dict[str, str], Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.documents import DOCUMENTS, Block, Example, assert_contains_in_order, blocks, examples, run_main
-from tests.helpers import REPO, program_env
+from tests.helpers import REAL_MNIST, REPO, program_env
 
 # Commands the test does not run, and why.
 NOT_RUN = {
@@ -55,6 +55,7 @@ SHORTER = {
 
 EXAMPLES = examples()
 RUN_HERE = [example for example in EXAMPLES if not example.recipe]  # recipes run in tests/test_recipes.py
+WITH_FIGURES = [example for example in RUN_HERE if example.shows_figures and example.command not in NOT_RUN]
 
 
 def test_the_documents_have_commands_and_outputs() -> None:
@@ -101,7 +102,22 @@ def test_excerpt_shows_lines_of_the_file(document: Path, excerpt: Block) -> None
 def test_command(example: Example, mnist_root: Path, tmp_path: Path) -> None:
     if example.command in NOT_RUN:
         pytest.skip(NOT_RUN[example.command])
-    env = program_env(mnist_root)
+    if example.shows_figures and REAL_MNIST.is_dir():
+        pytest.skip("it shows figures: test_figures runs it on real MNIST")
+    run_and_compare(example, mnist_root, tmp_path, figures=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", WITH_FIGURES, ids=[example.command for example in WITH_FIGURES])
+def test_figures(example: Example, real_mnist_root: Path, tmp_path: Path) -> None:
+    """The figures that the documents show are what the command prints on real MNIST, digit for digit (on a
+    CPU a run is deterministic)."""
+    run_and_compare(example, real_mnist_root, tmp_path, figures=True)
+
+
+def run_and_compare(example: Example, data_root: Path, tmp_path: Path, *, figures: bool) -> None:
+    """Run the example's command on the data in `data_root`, and compare what it prints with the documents."""
+    env = program_env(data_root)
     words = shlex.split(example.command)
     if example.command == "make run":
         argv = [*words, f"ARGS=hydra.run.dir={tmp_path / 'out'}"]
@@ -113,7 +129,7 @@ def test_command(example: Example, mnist_root: Path, tmp_path: Path) -> None:
         result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
     else:
         shorter = SHORTER.get(example.command, ())
-        result = run_main(example.command, project=REPO, cwd=tmp_path, data_root=mnist_root, extra_args=shorter)
+        result = run_main(example.command, project=REPO, cwd=tmp_path, data_root=data_root, extra_args=shorter)
     output = result.stdout + result.stderr
     if example.command in FAILING:
         assert result.returncode != 0, output
@@ -123,4 +139,4 @@ def test_command(example: Example, mnist_root: Path, tmp_path: Path) -> None:
         # A warning from Hydra or torch (deprecation), or from the program (`WARNING: ...`), is a defect.
         assert "warning" not in output.lower(), output
     for expected in example.expected_outputs:
-        assert_contains_in_order(output, expected)
+        assert_contains_in_order(output, expected, figures=figures)

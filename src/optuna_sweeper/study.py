@@ -291,13 +291,13 @@ def _describe(distribution: str | None) -> str:
 def rerun_trials(study: optuna.Study) -> dict[int, int]:
     """The trials given up when their sweep stopped (`SharedStudy.give_up_mine()`), each with the trial that ran
     it again: Optuna records a retry's history."""
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    return {
-        history[-1]: trial.number
-        for trial in study.get_trials(deepcopy=False)
-        if (history := RetryHeartbeatStaleTrialCallback.retry_history(trial))
-    }
+    with warnings.catch_warnings():  # experimental since Optuna 3.0, as the retry itself (`_give_up()`)
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        histories = {trial.number: RetryHeartbeatStaleTrialCallback.retry_history(trial) for trial in study.trials}
+    return {history[-1]: number for number, history in histories.items() if history}
 
 
 def stored_study(sweeper: DictConfig) -> optuna.Study | None:

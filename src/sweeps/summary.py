@@ -130,13 +130,7 @@ def summarise_sweep(sweep_dir: Path, reruns: dict[str, str] | None = None) -> Su
     )
     log.info(f"Summary of {len(jobs)} jobs, best {METRIC} first (all metrics in {path}):\n{table}")
 
-    groups: dict[tuple[Any, ...], SeedGroup] = {}
-    for job in jobs:
-        if job.name in reruns:
-            continue
-        shared = {key: value for key, value in job.overrides.items() if key.lstrip("+~") != SEED}
-        groups.setdefault((*shared.items(), job.data), SeedGroup(shared, [], job.data)).jobs.append(job)
-    by_config = sorted(groups.values(), key=_best_mean_first)
+    by_config = sorted(_group(job for job in jobs if job.name not in reruns), key=_best_mean_first)
     if any(len({job.overrides.get(SEED) for job in group.jobs}) > 1 for group in by_config):
         _summarise_seeds(sweep_dir, by_config, metrics, show_data="data" in shown)
     return Summary(jobs, by_config)
@@ -166,6 +160,18 @@ def _summarise_seeds(sweep_dir: Path, groups: list[SeedGroup], metrics: list[str
         ],
     )
     log.info(f"Mean ± std over seeds, best mean {METRIC} first; n: finished runs (all metrics in {path}):\n{table}")
+
+
+def _group(jobs: Iterable[Job]) -> list[SeedGroup]:
+    """The jobs by configuration: the same overrides but for the seed, and the same data. A job that recorded
+    no data (it failed) joins a configuration of its overrides, if there is one."""
+    groups: dict[tuple[Any, ...], SeedGroup] = {}
+    for job in sorted(jobs, key=lambda job: not job.data):
+        shared = {key: value for key, value in job.overrides.items() if key.lstrip("+~") != SEED}
+        same = [group for key, group in groups.items() if key[:-1] == tuple(shared.items())]
+        data = job.data or (same[0].data if same else "")
+        groups.setdefault((*shared.items(), data), SeedGroup(shared, [], data)).jobs.append(job)
+    return list(groups.values())
 
 
 def _best_mean_first(group: SeedGroup) -> float:
