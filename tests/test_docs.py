@@ -21,6 +21,9 @@ NOT_RUN = {
         "it continues a stopped sweep; tests/test_sweeps.py kills one and runs the command it printed"
     ),
     "scripts/gpu-wheels.sh": "it downloads wheels from PyPI into .whl/; gpu-check.sh runs here without them",
+    "python scripts/reproduce.py outputs/2026-12-07/20-14-03": (
+        "it reproduces an earlier run; tests/test_identity.py runs it on a run it makes"
+    ),
     "scancel --signal=USR2 JOB_ID": "it needs a running SLURM job; tests/test_slurm.py sends it to one",
     "nohup python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv > sweep.log 2>&1 &": (
         "it outlives the test in the background; tests/test_slurm.py runs the same sweep"
@@ -43,6 +46,7 @@ FAILING = {
     "python main.py opt.optimizer_cls=os.system",
     "python main.py +wandb.api_key=not-a-real-key",
     "python main.py hydra.run.dir=/proc/out",
+    "python main.py --multirun seed=1,2 wandb.mode=offline wandb.id=fixedid",
 }
 # Overrides added to a command to keep the test short.
 SHORTER = {

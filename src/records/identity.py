@@ -87,7 +87,9 @@ def code_label(identity: dict[str, Any]) -> str:
     """A code identity in a few words, for tables and messages: its commit, and its difference, if any."""
     if identity.get("commit") is None:
         return "not in git"
-    return f"commit {identity['commit'][:8]}" + (f" + {identity['diff']}" if identity.get("diff") else "")
+    # The changes by the hash that names their file (`diff-HASH.patch`).
+    changes = f" + changes {identity['diff'][5:13]}" if identity.get("diff") else ""
+    return f"commit {identity['commit'][:8]}{changes}"
 
 
 def _difference() -> bytes:
