@@ -402,6 +402,19 @@ REFUSALS = {
         "PATH): start the sweep on the cluster's login node, or leave out hydra/launcher to run the jobs here.",
         env={"PATH": "/nonexistent"},  # whether or not this machine has SLURM
     ),
+    # One W&B run for every job of a multirun: the mode set here, or in W&B's own settings.
+    "one-wandb-run-for-every-job": Refusal(
+        ("--multirun", "seed=1,2", "wandb.mode=offline", "wandb.id=fixedid"),
+        "Error: wandb.id=fixedid in a multirun would make every job the one W&B run fixedid, each logging over the "
+        "others: leave wandb.id unset (each job is then a W&B run of its own), or give each job its own "
+        "(wandb.id=a,b,...).",
+    ),
+    "one-wandb-run-for-every-job-in-wandbs-mode": Refusal(
+        ("--multirun", "model=cnn,fcn", "wandb.id=mine"),
+        "Error: wandb.id=mine in a multirun would make every job the one W&B run mine, each logging over the "
+        "others: …",
+        env={"WANDB_MODE": "offline"},
+    ),
     "batch-norm-in-processes-on-cpus": Refusal(
         ("--multirun", *TWO_TASKS, "model.norm=BN", "hydra.sweep.dir=sweep"),
         "Error: model.norm=BN in a run of 2 processes on CPUs: SyncBatchNorm, which normalises over the whole "
