@@ -1,4 +1,4 @@
-"""Optuna studies end to end (src/optuna_sweeper.py): failed, pruned, killed and preempted trials, studies
+"""Optuna studies end to end (`ResumableOptunaSweeper`): failed, pruned, killed and preempted trials, studies
 bound to their settings, sweep processes that share a study; and the shared study's rules in-process."""
 
 import json

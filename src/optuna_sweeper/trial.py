@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-    from src.training.loop import Metrics
 
 __all__ = ["StudyTrial", "this_jobs_trial"]
 
@@ -42,7 +41,7 @@ class StudyTrial:
         self._reported = reported  # the epochs whose accuracy the trial has: those before an interruption too
         self.pruned = pruned
 
-    def report(self, history: list[Metrics]) -> None:
+    def report(self, history: list[dict[str, float]]) -> None:
         """Report the validation accuracy of each epoch in `history` that the trial lacks (epoch n is step n),
         then ask the study's pruner whether to go on; if not, record the trial as PRUNED, and set `pruned`.
 
@@ -73,7 +72,7 @@ class StudyTrial:
         self._trial.study.tell(self._trial, value, skip_if_finished=True)
 
 
-def this_jobs_trial(history: list[Metrics], identity: dict[str, dict[str, Any]]) -> StudyTrial | None:
+def this_jobs_trial(history: list[dict[str, float]], identity: dict[str, dict[str, Any]]) -> StudyTrial | None:
     """The trial of this job, if it is one of our Optuna sweeper's in a stored study, and still runs or was
     pruned; None otherwise (its sweep gave it up, or an `--experimental-rerun` reruns a finished trial).
     A job that continues from a checkpoint reports the epochs of `history` that its trial lacks. The study is
