@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from src.checks.schema import checked_config
 from src.common.paths import shown
 from src.config import Config
-from src.records.metrics import FINISHED, INTERRUPTED, METRIC, METRICS_FILE, PRUNED, RunResult
+from src.records.metrics import FINISHED, INTERRUPTED, METRIC, METRICS_FILE, PRUNED
 
 if TYPE_CHECKING:
     import torch
@@ -79,8 +79,7 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
         except BaseException:
             reporters.end(None)
             raise
-        code = checkpoint.code or [{}]  # rank 0's alone, which writes the results
-        result = RunResult(status, state.epoch, metrics, checkpoint.data, code=code[-1], code_before=code[:-1])
+        result = checkpoint.result(status, state.epoch, metrics)
         reporters.end(result)
         if world.is_main:
             directory.save_result(result)

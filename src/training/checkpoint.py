@@ -18,6 +18,7 @@ from src.common.errors import UserError
 from src.common.files import write_atomically
 from src.common.paths import shown
 from src.records.identity import changed_settings, code_label, plain_config
+from src.records.metrics import RunResult
 from src.records.run_directory import how_to_continue
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class Checkpoint:
                 f"({code_label(code)}): the run continues, and its metrics.json records both."
             )
         self.code.append(code)
+
+    def result(self, status: str, epoch: int, metrics: Metrics) -> RunResult:
+        """The run's result, with what it belongs to: the data and the code that the checkpoint is bound to."""
+        code = self.code or [{}]  # known to rank 0 alone, which writes the results
+        return RunResult(status, epoch, metrics, self.data, code=code[-1], code_before=code[:-1])
 
     def save(self, state: TrainingState) -> None:
         """Replace the checkpoint atomically: if saving fails, or the process dies, the previous one stays.
