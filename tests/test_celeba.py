@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from src.common.errors import UserError
-from src.data import Data
+from src.data import Data, Split
 from src.datasets import cache
 from src.datasets.celeba import CelebADataModule, CelebAttr
 from tests.celeba_folder import (
@@ -52,8 +52,14 @@ def build(
     return dm.build(seed=0)
 
 
+def images_of(split: Split) -> torch.Tensor:
+    """The split's images, in its order: rows of the images that all splits share."""
+    assert split.rows is not None  # an index list, not a copy of the split's images
+    return split.images[split.rows]
+
+
 def cache_files(fake: FakeCelebA) -> list[Path]:
-    return sorted((fake.root / "cache").glob("*.pt"))
+    return sorted((fake.root / "cache").glob("*.tensors"))
 
 
 @pytest.mark.parametrize(
@@ -70,7 +76,7 @@ def test_every_split_holds_the_images_labels_and_groups_written(
     data = build(fake, superclass=superclass, subclass=subclass)
     for index, split in enumerate((data.train, data.val, data.test)):
         expected = (fake.partition == index).nonzero().squeeze(1)  # the official partition, in file order
-        assert torch.equal(image_indices(split.images), expected)
+        assert torch.equal(image_indices(images_of(split)), expected)
         assert torch.equal(split.labels, fake.column(superclass)[expected].long())
         assert torch.equal(split.groups, fake.column(subclass)[expected].long())
     assert data.num_classes == 2
@@ -81,7 +87,7 @@ def test_every_split_holds_the_images_labels_and_groups_written(
 
 @pytest.mark.parametrize("res", [8, 64, 200])
 def test_images_are_the_centre_square_resized(fake: FakeCelebA, res: int) -> None:
-    images = build(fake, default_res=res).train.images
+    images = images_of(build(fake, default_res=res).train)
     indices = image_indices(images)
     expected = torch.stack(
         [
@@ -104,13 +110,13 @@ def test_split_seed_reshuffles_the_official_partition(fake: FakeCelebA) -> None:
     resplit = build(fake, split_seed=1)
     splits = (resplit.train, resplit.val, resplit.test)
     assert [len(split) for split in splits] == [len(official.train), len(official.val), len(official.test)]
-    indices = torch.cat([image_indices(split.images) for split in splits])
+    indices = torch.cat([image_indices(images_of(split)) for split in splits])
     assert torch.equal(indices.sort().values, torch.arange(len(fake.partition)))  # every image, once
-    assert not torch.equal(image_indices(resplit.val.images), image_indices(official.val.images))
+    assert not torch.equal(image_indices(images_of(resplit.val)), image_indices(images_of(official.val)))
     for split in splits:
-        assert torch.equal(split.labels, fake.column(CelebAttr.SMILING)[image_indices(split.images)].long())
+        assert torch.equal(split.labels, fake.column(CelebAttr.SMILING)[image_indices(images_of(split))].long())
     same_seed = build(fake, split_seed=1)
-    assert torch.equal(same_seed.val.images, resplit.val.images)
+    assert torch.equal(images_of(same_seed.val), images_of(resplit.val))
 
 
 def test_the_cache_is_read_on_later_runs_and_keyed_by_the_resolution(
@@ -126,7 +132,7 @@ def test_the_cache_is_read_on_later_runs_and_keyed_by_the_resolution(
     caplog.clear()
     second = build(fake)
     assert f"Read the prepared data from the cache {cache}." in caplog.text
-    assert torch.equal(second.train.images, first.train.images)
+    assert torch.equal(images_of(second.train), images_of(first.train))
     assert torch.equal(second.test.labels, first.test.labels)
     with pytest.raises(UserError, match="is not a readable image"):
         build(fake, default_res=24)  # another resolution: another cache, so the images are decoded
@@ -142,17 +148,17 @@ def test_a_changed_attribute_file_is_not_served_from_the_old_cache(fake: FakeCel
     # A second later, as an edit by hand would be: file-system clocks can be too coarse to tell otherwise.
     os.utime(attr_file, ns=(attr_file.stat().st_atime_ns, attr_file.stat().st_mtime_ns + 1_000_000_000))
     train = build(fake).train
-    assert train.labels[image_indices(train.images) == 1].item() == int(fake.column(CelebAttr.SMILING)[1])
+    assert train.labels[image_indices(images_of(train)) == 1].item() == int(fake.column(CelebAttr.SMILING)[1])
     assert len(cache_files(fake)) == 2
 
 
 def test_a_damaged_cache_is_rebuilt(fake: FakeCelebA, caplog: pytest.LogCaptureFixture) -> None:
-    first = build(fake)
+    first = images_of(build(fake).val)  # gathered: a copy in memory, not the mapped file damaged next
     [cache] = cache_files(fake)
     cache.write_bytes(cache.read_bytes()[:1000])
     second = build(fake)
     assert f"the cache {cache} is damaged" in caplog.text
-    assert torch.equal(second.val.images, first.val.images)
+    assert torch.equal(images_of(second.val), first)
     assert cache.stat().st_size > 1000
 
 

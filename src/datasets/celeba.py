@@ -127,8 +127,10 @@ class CelebADataModule(DataModule):
         groups = celeba.attributes[:, columns.index(self.subclass.value)].long()
 
         def split(index: int) -> Split:
-            members = partition == index
-            return Split(images=celeba.images[members], labels=labels[members], groups=groups[members])
+            # An index list into the images of all splits, which stay in the memory-mapped cache: a boolean
+            # mask (`celeba.images[members]`) would copy them into each process's memory.
+            rows = (partition == index).nonzero().squeeze(1)
+            return Split(images=celeba.images, rows=rows, labels=labels[rows], groups=groups[rows])
 
         return Data(
             train=split(0),
@@ -138,4 +140,5 @@ class CelebADataModule(DataModule):
             # Metric names such as val/acc_not_Male: no spaces or slashes, which W&B would show as nesting.
             group_names=[f"not_{self.subclass.value}", self.subclass.value],
             source="celeba",
+            prepared_fingerprint=celeba.fingerprint,
         )
