@@ -114,7 +114,7 @@ def _read_attributes(path: Path, attribute_names: list[str]) -> tuple[list[str],
             f"{attribute_names[-1]}, found {header[:60]!r}; {HOW_TO_GET}."
         )
     names: list[str] = []
-    rows: list[list[bool]] = []
+    rows: list[str] = []  # each row's values without the spaces, such as "-11-1...": read all at once below
     for number, line in enumerate(lines[FIRST_ROW - 1 :], start=FIRST_ROW):
         fields = line.split()
         values = fields[1:]
@@ -124,12 +124,17 @@ def _read_attributes(path: Path, attribute_names: list[str]) -> tuple[list[str],
                 f"found {line[:60]!r}; {HOW_TO_GET}."
             )
         names.append(fields[0])
-        rows.append([value == "1" for value in values])
+        rows.append("".join(values))
     if len(names) != int(count):
         raise UserError(
             f"{path}:1: announces {int(count)} images, but {len(names)} follow: the file is damaged; {HOW_TO_GET}."
         )
-    return names, torch.tensor(rows, dtype=torch.bool).view(len(names), len(attribute_names))
+    # Each value has one "1", preceded by a "-" where it is -1: a pass over 8 million values without a loop.
+    characters = np.frombuffer("".join(rows).encode(), dtype=np.uint8)
+    negated = np.zeros(len(characters), dtype=bool)
+    negated[1:] = characters[:-1] == ord("-")
+    present = ~negated[characters == ord("1")]
+    return names, torch.as_tensor(present).view(len(names), len(attribute_names))
 
 
 def _read_partition(path: Path, names: list[str]) -> Tensor:

@@ -1,7 +1,7 @@
 """The file of a cache of prepared tensors: written once, memory-mapped when read, checked piece by piece.
 
 The file holds the tensors' bytes, one after the other, then a record of them (JSON): where each is, its type
-and shape, a checksum (CRC-32) of every 16 MiB of it, and the fingerprint of them all (a SHA-256), computed
+and shape, a checksum (CRC-32) of every 4 MiB of it, and the fingerprint of them all (a SHA-256), computed
 once, when the file is written. After the record: its length, its own checksum and MAGIC.
 
 Read, the file is memory-mapped: the tensors are its pages, which the kernel reads in once and shares between
@@ -33,7 +33,7 @@ Tensors = dict[str, Tensor]
 # The file's last bytes. Part of every cache key (see `cache_key`): change it with the layout, so that no run
 # looks for a file of another layout.
 MAGIC = b"prepared-tensors-2\n"
-PIECE_BYTES = 16 * 2**20  # one checksum per piece: pieces are checked in parallel, and a damaged one is named
+PIECE_BYTES = 4 * 2**20  # one checksum per piece: pieces are checked in parallel, and a damaged one is named
 ALIGNMENT = 64  # each tensor starts at a multiple of this many bytes, as a view of any type requires
 TAIL_BYTES = 12  # between the record and MAGIC: the record's length (8 bytes) and CRC-32 (4), little-endian
 
