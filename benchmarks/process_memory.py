@@ -30,6 +30,8 @@ class Sampled:
     main: Peaks
     processes: list[Peaks]
     folder_once: int
+    seconds: float  # from start to end
+    output: str  # what the command printed on stdout
 
 
 def run_sampled(command: list[str], *, cwd: Path, env: dict[str, str], folder: Path) -> Sampled:
@@ -37,8 +39,9 @@ def run_sampled(command: list[str], *, cwd: Path, env: dict[str, str], folder: P
     peaks: dict[int, Peaks] = {}
     mapping: set[int] = set()  # the processes seen to map a file of `folder`
     folder_once = 0
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=errors)
         sample = 0
         while process.poll() is None:
             pss_sum = 0
@@ -58,10 +61,14 @@ def run_sampled(command: list[str], *, cwd: Path, env: dict[str, str], folder: P
             folder_once = max(folder_once, pss_sum)
             sample += 1
             time.sleep(INTERVAL_S)
+        seconds = time.perf_counter() - start
         if process.returncode != 0:
             errors.seek(0)
             raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}:\n{errors.read().decode()}")
-    return Sampled(peaks.get(process.pid, Peaks()), [peaks[pid] for pid in sorted(mapping)], folder_once)
+        output.seek(0)
+        printed = output.read().decode()
+    main = peaks.get(process.pid, Peaks())
+    return Sampled(main, [peaks[pid] for pid in sorted(mapping)], folder_once, seconds, printed)
 
 
 def _family(root: int) -> list[int]:

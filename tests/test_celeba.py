@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from src.common.errors import UserError
 from src.data import Data, Split
-from src.datasets import cache
+from src.datasets import cache, celeba_files
 from src.datasets.celeba import CelebADataModule, CelebAttr
 from tests.celeba_folder import (
     HIGH,
@@ -103,6 +104,52 @@ def test_images_are_the_centre_square_resized(fake: FakeCelebA, res: int) -> Non
     # Without the crop, the black bands would fill a fifth of the rows; JPEG blurs only their border.
     assert deviation.mean() < 8
     assert deviation[:, :, res // 2].max() <= 3
+
+
+def test_the_splits_are_index_lists_over_one_memory_mapped_copy_of_the_images(fake: FakeCelebA) -> None:
+    data = build(fake)
+    [cache] = cache_files(fake)
+    splits = (data.train, data.val, data.test)
+    images = data.train.images
+    assert all(split.images is images for split in splits)  # one tensor of all the images, no copy per split
+    assert len(images) == len(fake.partition)
+    rows = torch.cat([split.rows for split in splits if split.rows is not None])
+    assert torch.equal(rows.sort().values, torch.arange(len(fake.partition)))
+    # Its memory is the cache file's, mapped: the processes of a node share its pages.
+    address = images.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        start, end = (int(bound, 16) for bound in line.split()[0].split("-"))
+        if start <= address < end:
+            assert line.endswith(str(cache))
+            break
+    else:
+        pytest.fail("the images are in no mapping")
+    # On the CPU, training and evaluation use the split as it is.
+    assert all(split.to(torch.device("cpu")) is split for split in splits)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA, which this machine lacks (docs/gpu.md)")
+def test_a_split_moved_to_a_gpu_holds_its_own_images_only(fake: FakeCelebA) -> None:
+    val = build(fake).val
+    on_gpu = val.to(torch.device("cuda", 0))
+    assert on_gpu.rows is None
+    assert torch.equal(on_gpu.images.cpu(), images_of(val))
+    assert torch.equal(on_gpu.labels.cpu(), val.labels)
+    assert torch.equal(on_gpu.batch(slice(2, 5)).cpu(), val.batch(slice(2, 5)))
+
+
+def test_decoding_reports_its_progress_in_images_per_second_and_time_left(
+    fake: FakeCelebA, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(celeba_files, "CHUNK", 8)  # six chunks of the 48 images
+    monkeypatch.setattr(celeba_files, "PROGRESS_S", 0.0)  # a line after each but the last
+    caplog.set_level(logging.INFO)
+    build(fake)
+    progress = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Decoding CelebA:")]
+    assert [line.split(" images,")[0] for line in progress] == [f"Decoding CelebA: {n} of 48" for n in range(8, 48, 8)]
+    assert all(re.fullmatch(r".* images, [\d,]+ images/s, \d+ s left\.", line) for line in progress), progress
+    assert re.search(r"Decoded 48 images in \d+ s \([\d,]+ images/s\)\.", caplog.text)
 
 
 def test_split_seed_reshuffles_the_official_partition(fake: FakeCelebA) -> None:
