@@ -209,6 +209,21 @@ def test_a_damaged_cache_is_rebuilt(fake: FakeCelebA, caplog: pytest.LogCaptureF
     assert cache.stat().st_size > 1000
 
 
+def test_where_no_cache_can_be_written_the_data_is_prepared_in_memory_with_a_warning(
+    fake: FakeCelebA, caplog: pytest.LogCaptureFixture
+) -> None:
+    cached = build(fake)
+    fingerprint, images = cached.fingerprint(), images_of(cached.train)
+    other = write_celeba(fake.root.parent / "other")
+    (other.root / "cache").write_text("a file, where the cache folder would be")
+    in_memory = build(other)
+    assert "cannot use the cache" in caplog.text
+    assert "preparing the data without it." in caplog.text
+    # The worker processes decoded into memory that they share with this process.
+    assert torch.equal(images_of(in_memory.train), images)
+    assert in_memory.fingerprint() == fingerprint
+
+
 def _edit_line(name: str, number: int, edit: Callable[[str], str]) -> Callable[[FakeCelebA], None]:
     def apply(fake: FakeCelebA) -> None:
         path = fake.folder / name

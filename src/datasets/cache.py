@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from src.common.files import exclusive_lock, write_atomically
+from src.common.paths import shown
 from src.datasets import tensor_file
 from src.datasets.tensor_file import Build, DamagedError, Tensors
 
@@ -81,10 +82,10 @@ def _build_once(path: Path, build: Build, seen: tuple[int, int] | None) -> Prepa
         try:
             lock = exclusive_lock(lock_path, wait=False)
         except BlockingIOError:
-            log.info(f"Another process is preparing the data for {path}; waiting for it.")
+            log.info(f"Another process is preparing the data for {shown(path)}; waiting for it.")
             lock = exclusive_lock(lock_path)
     except OSError as error:  # a read-only data folder: work without the cache
-        log.warning(f"cannot use the cache {path} ({error}); preparing the data without it.")
+        log.warning(f"cannot use the cache {shown(path)} ({error}); preparing the data without it.")
         return _in_memory(build)
     with lock:
         if _identity(path) != seen:
@@ -99,9 +100,9 @@ def _read(path: Path) -> Prepared | None:
     try:
         tensors, fingerprint = tensor_file.read(path)
     except DamagedError as error:
-        log.warning(f"the cache {path} is damaged ({error}); preparing the data again.")
+        log.warning(f"the cache {shown(path)} is damaged ({error}); preparing the data again.")
         return None
-    log.info(f"Read the prepared data from the cache {path}.")
+    log.info(f"Read the prepared data from the cache {shown(path)}.")
     return Prepared(tensors, fingerprint)
 
 
@@ -112,10 +113,10 @@ def _write(path: Path, build: Build) -> Prepared:
     try:
         write_atomically(path, lambda file: tensor_file.write(file, path.name, build, built))
     except OSError as error:
-        log.warning(f"could not write the cache {path} ({error}); the next run prepares the data again.")
+        log.warning(f"could not write the cache {shown(path)} ({error}); the next run prepares the data again.")
         # Tensors built into the file are still there: a file deleted while mapped stays until unmapped.
         return Prepared(built[0], tensor_file.fingerprint(built[0])) if built else _in_memory(build)
-    log.info(f"Cached the prepared data in {path}; later runs read it from there.")
+    log.info(f"Cached the prepared data in {shown(path)}; later runs read it from there.")
     # Mapped anew, read-only, as the other processes map it; checked as it was written, not again.
     tensors, fingerprint = tensor_file.read(path, check=False)
     return Prepared(tensors, fingerprint)
