@@ -100,13 +100,15 @@ def _build(cfg: Config, checkpoint: Checkpoint, world: World) -> tuple[Data, Tra
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
     use_deterministic_kernels()
     device = world.device(cfg.gpu)
-    check_data_and_weights_fit(cfg.dm, cfg.model, device)
+    check_data_and_weights_fit(cfg.dm, cfg.model, device, world)
     data = cfg.dm.build(seed=cfg.seed)
     checkpoint.bind_data(data)
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes)
     batch_size = min(cfg.opt.batch_size, len(data.train))
     check_batch_sizes(model, num_train=len(data.train), batch_size=batch_size)
-    check_batch_fits(model, data.input_shape, batch_size=batch_size, device=device, data_bytes=cfg.dm.memory_needed())
+    check_batch_fits(
+        model, data.input_shape, batch_size=batch_size, device=device, data_bytes=cfg.dm.memory_needed(), world=world
+    )
     model = world.prepare(model.to(device), device, seed=cfg.seed)
     log.info(f"Model architecture:\n{model}")
     state = TrainingState(

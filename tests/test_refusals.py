@@ -411,8 +411,7 @@ REFUSALS = {
     ),
     "one-wandb-run-for-every-job-in-wandbs-mode": Refusal(
         ("--multirun", "model=cnn,fcn", "wandb.id=mine"),
-        "Error: wandb.id=mine in a multirun would make every job the one W&B run mine, each logging over the "
-        "others: …",
+        "Error: wandb.id=mine in a multirun would make every job the one W&B run mine, each logging over the others: …",
         env={"WANDB_MODE": "offline"},
     ),
     "batch-norm-in-processes-on-cpus": Refusal(
@@ -488,6 +487,25 @@ REFUSALS = {
     "optuna-every-trial-failed": Refusal(
         (*STUDY, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "opt.lr=1e30", *TINY),
         "Error: no trial of the study fcn_params has completed: the job directories' logs say why.",
+        slow=True,
+    ),
+    # The memory of a node is shared by the processes of a run on it: the data counts once, the rest in each.
+    "processes-too-many-for-the-node": Refusal(
+        (
+            "--multirun",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.tasks_per_node=4",
+            "gpu=-1",
+            "dm=celeba",
+            "dm.default_res=128",
+            "model.hidden_dim=1000000",
+            "hydra.sweep.dir=sweep",
+        ),
+        "Error: 4 processes on this node need at least 1572.9 GB: the prepared data once (0.0 GB, which they share), "
+        "and in each the weights and gradients of more than 49.2 G parameters (393.2 GB), more than the … GB "
+        "available on the CPU; use fewer processes per node (hydra.launcher.tasks_per_node), or a smaller model "
+        "(such as model.hidden_dim or model.num_hidden), or smaller images (dm.default_res).",
+        env=IN_JOBS,
         slow=True,
     ),
 }

@@ -127,8 +127,10 @@ class CelebADataModule(DataModule):
         groups = celeba.attributes[:, columns.index(self.subclass.value)].long()
 
         def split(index: int) -> Split:
-            members = partition == index
-            return Split(images=celeba.images[members], labels=labels[members], groups=groups[members])
+            # An index list into the images of all splits, which stay in the memory-mapped cache: a boolean
+            # mask (`celeba.images[members]`) would copy them into each process's memory.
+            rows = (partition == index).nonzero().squeeze(1)
+            return Split(images=celeba.images, rows=rows, labels=labels[rows], groups=groups[rows])
 
         return Data(
             train=split(0),
@@ -140,4 +142,5 @@ class CelebADataModule(DataModule):
             source="celeba",
             # The two text files name every image and its labels; hashing 200,000 images on every run would not pay.
             origin=hash_files(self.root / FOLDER / name for name in (ATTR_FILE, PARTITION_FILE)),
+            prepared_fingerprint=celeba.fingerprint,
         )
