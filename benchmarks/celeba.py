@@ -11,7 +11,7 @@ needs about 13 GB: the caches at 64 and 128 px take 2.5 and 10 GB).
    alternating order (`--repeats` at 64 px, one at 128 px); the ratio is the median of the pairs'. Also the peak
    anonymous memory of the preparing process. Target: at most 0.6 at 64 px, on 2 cores.
 2. A warm start: a fresh process's `build()` and the data's `fingerprint()`, the cache in place; the integrity
-   check (every 4 MiB piece of the cache against its CRC-32: the cache read with the check, less the cache read
+   check (every 4 MiB piece of the cache against its XXH3: the cache read with the check, less the cache read
    without it) and the fingerprint (stored with the cache); against hashing all the images with SHA-256, as every
    run did to fingerprint its data before. Medians. Target: the fingerprint under 1% of that hash (it does not
    read the data).
