@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from src.common.errors import one_line_errors
+from src.common.exits import one_line_errors
 from src.config import register_configs
 from src.records.hydra_record import check_rerun_argument
 from src.run import run

@@ -70,7 +70,9 @@ class WandbCfg:
         import wandb
         from wandb.errors import CommError, UsageError
 
-        directory = user_path(self.dir)  # relative to where the program was started, even with hydra.job.chdir
+        directory = user_path(
+            self.dir, "wandb.dir"
+        )  # relative to where the program was started, even with hydra.job.chdir
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:

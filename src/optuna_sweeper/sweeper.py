@@ -30,7 +30,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
-from src.common.errors import UserError, exit_on_user_error
+from src.common.errors import UserError
+from src.common.exits import exit_on_user_error
 from src.optuna_sweeper.config import (
     PRUNER_TARGETS,
     HyperbandPrunerConfig,

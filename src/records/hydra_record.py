@@ -19,7 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.common.errors import UserError, exit_on_user_error
+from src.common.errors import UserError
+from src.common.exits import exit_on_user_error
 
 __all__ = ["RECORD", "HydraRecord", "check_rerun_argument"]
 

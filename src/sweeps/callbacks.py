@@ -16,7 +16,8 @@ from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
 from src.checks.credentials import refuse_credentials
-from src.common.errors import RunFailedError, UserError, exit_on_user_error, exit_with_error
+from src.common.errors import RunFailedError, UserError
+from src.common.exits import exit_if_ending_on_user_error, exit_on_user_error, exit_with_error
 from src.common.targets import instantiates
 from src.optuna_sweeper.settings import check_sweeper_settings
 from src.records.metrics import METRIC
@@ -24,9 +25,26 @@ from src.sweeps.continuation import check_same_sweep, continue_command
 from src.sweeps.plots import draw_sweep
 from src.sweeps.summary import summarise_sweep
 
-__all__ = ["OutputDirCheck", "StartCheck", "SweepContinuation", "SweepSummary"]
+__all__ = ["HydraStepErrors", "OutputDirCheck", "StartCheck", "SweepContinuation", "SweepSummary"]
 
 log = logging.getLogger(__name__)
+
+
+class HydraStepErrors(Callback):
+    """Hydra's own steps run outside the task function: it makes a run's output directory and opens its log
+    file there (in a multirun, those of each job that the basic launcher runs in this process). An error there
+    that the user can fix (a file where the directory goes, a folder where the log file goes) would end in
+    Hydra's traceback; at the end of the run or multirun, where it is in flight, it ends the program with one
+    line instead. conf/config.yaml lists this callback first: Hydra calls the end hooks last to first, so
+    that the others (the sweep's summary) come before."""
+
+    @override
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_if_ending_on_user_error()
+
+    @override
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_if_ending_on_user_error()
 
 
 class OutputDirCheck(Callback):
@@ -103,6 +121,7 @@ class SweepSummary(Callback):
         self.started = True
 
     @override
+    @exit_on_user_error()  # a summary.csv that cannot be written, say: Hydra would turn it into a warning
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.started:
             return
