@@ -21,9 +21,10 @@ def user_path(path: str | Path, key: str | None = None) -> Path:
     try:
         expanded = Path(path).expanduser()
     except RuntimeError:  # `~user` of a user that does not exist (or no home for `~`)
-        home = Path(path).parts[0]
+        given = f"{key}={path}" if key else str(path)
         raise UserError(
-            f"{f'{key}=' if key else ''}{path}: {home} is the home of a user, and this machine has no such user; give the path in full."
+            f"{given}: {Path(path).parts[0]} is the home of a user, and this machine has no such user; give the path "
+            "in full."
         ) from None
     return Path(to_absolute_path(str(expanded)))
 
