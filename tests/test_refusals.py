@@ -208,7 +208,8 @@ REFUSALS = {
     ),
     "credential-value": Refusal(
         ("wandb.name=${oc.env:WANDB_API_KEY}",),
-        f"Error: the config holds the W&B API key, and the config is logged: remove it. {HOW_WANDB_GETS_ITS_KEY}",
+        "Error: the config holds the W&B API key, in wandb.name, and the config is logged: remove it. "
+        f"{HOW_WANDB_GETS_ITS_KEY}",
         env={"WANDB_API_KEY": API_KEY},
     ),
     "credential-in-a-sweep": Refusal(
@@ -218,7 +219,8 @@ REFUSALS = {
     ),
     "credential-value-in-a-sweep": Refusal(
         ("--multirun", f"wandb.name=a,{API_KEY}"),
-        f"Error: the config holds the W&B API key, and the config is logged: remove it. {HOW_WANDB_GETS_ITS_KEY}",
+        "Error: the config holds the W&B API key, in wandb.name, and the config is logged: remove it. "
+        f"{HOW_WANDB_GETS_ITS_KEY}",
         env={"WANDB_API_KEY": API_KEY},
     ),
     "wandb-mode": Refusal(

@@ -24,7 +24,7 @@ def checked_config(raw_config: DictConfig) -> tuple[object, dict[str, Any]]:
         resolved = cast(dict[str, Any], OmegaConf.to_container(raw_config, resolve=True, throw_on_missing=True))
     except OmegaConfBaseException as error:
         raise UserError(_one_line(error)) from None
-    refuse_credentials(resolved)  # first: later messages may show values
+    refuse_credentials(raw_config)  # first: later messages may show values
     _refuse_unknown_keys(raw_config)
     # `to_object` builds the dataclasses, whose `__post_init__` raises UserError for values that make no sense.
     return OmegaConf.to_object(raw_config), resolved

@@ -134,8 +134,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         assert plugin.hydra_context is not None and plugin.config is not None, "setup() comes first"
         config = plugin.hydra_context.config_loader.load_sweep_config(plugin.config, fixed)
         task = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
+        refuse_credentials(task)  # the study stores them
         settings = plain_config(cast(dict[str, Any], OmegaConf.to_container(task, resolve=True)))
-        refuse_credentials(settings)  # the study stores them
         for name in search_space:
             *parents, leaf = name.lstrip("+").split(".")
             node = functools.reduce(lambda node, key: node.get(key, {}), parents, settings)

@@ -12,7 +12,6 @@ from hydra.experimental.callback import Callback
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
 from src.checks.credentials import refuse_credentials
@@ -69,23 +68,17 @@ class StartCheck(Callback):
     @override
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
-            refuse_credentials({}, _overrides(config, "hydra"))  # the run's own config: by `run()`
+            refuse_credentials(config)  # Hydra's part too: hydra.run.dir, the log file's name, hydra.job.env_set
 
     @override
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
-            # Every value of every swept setting is in the overrides, as typed; the config, resolved,
-            # holds what the config files and interpolations add.
-            overrides = _overrides(config, "task")
-            try:
-                task_config = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
-                resolved = cast(dict[str, Any], OmegaConf.to_container(task_config, resolve=True))
-            except OmegaConfBaseException:
-                resolved = {}  # each job reports what cannot be resolved
-            refuse_credentials(resolved, [*overrides, *_overrides(config, "hydra")])
+            # Every value of every swept setting is in the overrides, as typed; the config, resolved, holds what
+            # the config files and interpolations add, and the sweeper's study name and search space.
+            refuse_credentials(config)
             _refuse_slurm_without_slurm(config)
             if instantiates(config.hydra.sweeper, OptunaSweeper):
-                check_sweeper_settings(config.hydra.sweeper, overrides, Path(config.hydra.runtime.cwd))
+                check_sweeper_settings(config.hydra.sweeper, _overrides(config, "task"), Path(config.hydra.runtime.cwd))
 
 
 class SweepContinuation(Callback):
