@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src.common.exits import one_line_errors
+from src.common.targets import EXECUTION_WHITELIST
 from src.config import register_configs
 from src.records.hydra_record import check_rerun_argument
 from src.run import run
@@ -13,9 +14,9 @@ register_configs()
 
 
 # No `version_base`: Hydra 1.4 uses its own defaults (no change of working directory).
-# `execution_whitelist`: the only code that a config's `_target_` may name (our callbacks); a config from
-# elsewhere cannot make Hydra import and run anything else.
-@hydra.main(config_path="conf", config_name="config", execution_whitelist=("src.*",))
+# `execution_whitelist`: the only code that a config's `_target_` may name (ours: `src.*`, the callbacks); a
+# config from elsewhere cannot make Hydra import and run anything else.
+@hydra.main(config_path="conf", config_name="config", execution_whitelist=EXECUTION_WHITELIST)
 @one_line_errors  # a refused or failed run ends with one line, not a traceback
 def main(cfg: DictConfig) -> float:
     # The value returned is what sweepers such as Optuna optimise: the validation accuracy.

@@ -11,7 +11,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
-from src.common.targets import instantiates
+from src.common.targets import check_target, instantiates
 from src.optuna_sweeper.storage import storage_file
 
 __all__ = ["check_sweeper_settings"]
@@ -29,10 +29,14 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str], cwd: Path)
     if not 0 <= sweeper.max_failure_rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={sweeper.max_failure_rate} must be between 0 and 1.")
     _check_direction(sweeper.direction)
-    from optuna.pruners import NopPruner
-    from optuna.samplers import GridSampler
+    from optuna.pruners import BasePruner, NopPruner
+    from optuna.samplers import BaseSampler, GridSampler
 
+    how = "choose one with hydra/sweeper/{}=NAME (`python main.py --hydra-help` lists them)"
+    check_target(sweeper.sampler, "hydra.sweeper.sampler", BaseSampler, how.format("sampler"))
     pruner = sweeper.get("pruner")  # our sweeper's (`StudySweeperConf`); the plugin's has none
+    if pruner is not None:
+        check_target(pruner, "hydra.sweeper.pruner", BasePruner, how.format("pruner"))
     if pruner is not None and not instantiates(pruner, NopPruner) and None in (sweeper.storage, sweeper.study_name):
         raise UserError(
             f"hydra.sweeper.pruner={pruner._target_} needs a stored study, where each job reports to its "

@@ -5,10 +5,13 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from hydra.experimental.callback import Callback
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf
@@ -17,7 +20,7 @@ from typing_extensions import override
 from src.checks.credentials import refuse_credentials
 from src.common.errors import RunFailedError, UserError
 from src.common.exits import exit_if_ending_on_user_error, exit_on_user_error, exit_with_error
-from src.common.targets import instantiates
+from src.common.targets import EXECUTION_WHITELIST, check_target, imported_class, instantiates, whitelisted
 from src.optuna_sweeper.settings import check_sweeper_settings
 from src.records.metrics import METRIC
 from src.sweeps.continuation import check_same_sweep, continue_command
@@ -65,6 +68,14 @@ class StartCheck(Callback):
     overrides (multirun.yaml) before any job starts, and the summary shows them. Each job checks its
     own config again (`checked_config()`)."""
 
+    def __init__(self, callback_targets: Mapping[str, str]) -> None:
+        """`callback_targets` (`${callback_targets:}` in conf/config.yaml): the `_target_` of every callback.
+        Hydra creates the callbacks in their order, this one before any that a config adds, and refuses code
+        that a config may not name with its traceback: here, with one line."""
+        with exit_on_user_error():
+            for name, target in callback_targets.items():
+                _check_callback(f"hydra.callbacks.{name}", target)
+
     @override
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
@@ -76,6 +87,9 @@ class StartCheck(Callback):
             # Every value of every swept setting is in the overrides, as typed; the config, resolved, holds what
             # the config files and interpolations add, and the sweeper's study name and search space.
             refuse_credentials(config)
+            for group, plugin in (("sweeper", Sweeper), ("launcher", Launcher)):
+                how = f"choose one with hydra/{group}=NAME (`python main.py --hydra-help` lists them)"
+                check_target(config.hydra[group], f"hydra.{group}", plugin, how)
             _refuse_slurm_without_slurm(config)
             if instantiates(config.hydra.sweeper, OptunaSweeper):
                 check_sweeper_settings(config.hydra.sweeper, _overrides(config, "task"), Path(config.hydra.runtime.cwd))
@@ -154,6 +168,20 @@ class SweepSummary(Callback):
 def _overrides(config: DictConfig, kind: str) -> list[str]:
     """The command line's overrides of the task's config (`task`) or of Hydra's (`hydra`), as typed."""
     return cast(list[str], OmegaConf.to_container(config.hydra.overrides[kind], resolve=False))
+
+
+def _check_callback(key: str, target: str) -> None:
+    if not target:
+        raise UserError(f"{key} has no _target_, the class of the callback: give it one, or remove it.")
+    if not whitelisted(target):
+        raise UserError(
+            f"{key}._target_={target}: a config may only name this program's code ({', '.join(EXECUTION_WHITELIST)}); "
+            "remove that callback, or, if you trust its code, add its module to EXECUTION_WHITELIST in "
+            "src/common/targets.py."
+        )
+    callback = imported_class(target)
+    if callback is None or not issubclass(callback, Callback):
+        raise UserError(f"{key}._target_={target} is not a Hydra callback (a subclass of Callback): remove it.")
 
 
 def _refuse_slurm_without_slurm(config: DictConfig) -> None:
