@@ -25,12 +25,17 @@ def instantiates(node: DictConfig, cls: type) -> bool:
     return isinstance(target, type) and issubclass(target, cls)
 
 
-def check_target(node: DictConfig, key: str, cls: type, how_to_choose: str) -> None:
+def check_target(node: DictConfig, key: str, cls: type, group: str) -> None:
     """Refuse a config `node` (the setting `key`) that would not make a `cls`, before Hydra tries to (and fails
-    with a traceback); `how_to_choose`: how the user chooses one that does."""
+    with a traceback); `group`: the config group whose options make one."""
+    from hydra.core.global_hydra import GlobalHydra
+
     if not instantiates(node, cls):
+        loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+        options = f" ({', '.join(loader.get_group_options(group))})" if loader is not None else ""
         raise UserError(
-            f"{key}._target_={node.get('_target_')} is not a {cls.__name__} that this program knows: {how_to_choose}."
+            f"{key}._target_={node.get('_target_')} is not a {cls.__name__} that this program knows: choose one "
+            f"with {group}=NAME{options}."
         )
 
 

@@ -32,11 +32,10 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str], cwd: Path)
     from optuna.pruners import BasePruner, NopPruner
     from optuna.samplers import BaseSampler, GridSampler
 
-    how = "choose one with hydra/sweeper/{}=NAME (`python main.py --hydra-help` lists them)"
-    check_target(sweeper.sampler, "hydra.sweeper.sampler", BaseSampler, how.format("sampler"))
+    check_target(sweeper.sampler, "hydra.sweeper.sampler", BaseSampler, "hydra/sweeper/sampler")
     pruner = sweeper.get("pruner")  # our sweeper's (`StudySweeperConf`); the plugin's has none
     if pruner is not None:
-        check_target(pruner, "hydra.sweeper.pruner", BasePruner, how.format("pruner"))
+        check_target(pruner, "hydra.sweeper.pruner", BasePruner, "hydra/sweeper/pruner")
     if pruner is not None and not instantiates(pruner, NopPruner) and None in (sweeper.storage, sweeper.study_name):
         raise UserError(
             f"hydra.sweeper.pruner={pruner._target_} needs a stored study, where each job reports to its "

@@ -87,9 +87,8 @@ class StartCheck(Callback):
             # Every value of every swept setting is in the overrides, as typed; the config, resolved, holds what
             # the config files and interpolations add, and the sweeper's study name and search space.
             refuse_credentials(config)
-            for group, plugin in (("sweeper", Sweeper), ("launcher", Launcher)):
-                how = f"choose one with hydra/{group}=NAME (`python main.py --hydra-help` lists them)"
-                check_target(config.hydra[group], f"hydra.{group}", plugin, how)
+            check_target(config.hydra.sweeper, "hydra.sweeper", Sweeper, "hydra/sweeper")
+            check_target(config.hydra.launcher, "hydra.launcher", Launcher, "hydra/launcher")
             _refuse_slurm_without_slurm(config)
             if instantiates(config.hydra.sweeper, OptunaSweeper):
                 check_sweeper_settings(config.hydra.sweeper, _overrides(config, "task"), Path(config.hydra.runtime.cwd))
