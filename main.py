@@ -3,10 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from src.checks.command_line import check_command_line
 from src.common.exits import one_line_errors
 from src.common.targets import EXECUTION_WHITELIST
 from src.config import register_configs
-from src.records.hydra_record import check_rerun_argument
 from src.run import run
 
 # The dataclasses must be in the ConfigStore before Hydra composes conf/config.yaml.
@@ -24,5 +24,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_rerun_argument()  # Hydra answers an --experimental-rerun of a directory without a record with a traceback
+    check_command_line()  # what Hydra would end in a traceback before any of our code runs: one line
     main()

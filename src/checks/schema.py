@@ -25,16 +25,24 @@ def checked_config(raw_config: DictConfig) -> tuple[object, dict[str, Any]]:
     except OmegaConfBaseException as error:
         raise UserError(_one_line(error)) from None
     refuse_credentials(raw_config)  # first: later messages may show values
-    _refuse_unknown_keys(raw_config)
+    _refuse_keys_not_in_schema(raw_config)
     # `to_object` builds the dataclasses, whose `__post_init__` raises UserError for values that make no sense.
     return OmegaConf.to_object(raw_config), resolved
 
 
-def _refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
-    """Refuse keys that a dataclass node does not have (they come from `+key=value`), in it and its sub-nodes."""
+def _refuse_keys_not_in_schema(node: DictConfig, prefix: str = "") -> None:
+    """Refuse keys that a dataclass node does not have (they come from `+key=value`), and keys of the dataclass
+    that the node lacks (deleted by `~key`: the run would use their defaults, and record none), in it and its
+    sub-nodes."""
     schema = OmegaConf.get_type(node)
     assert schema is not None and is_dataclass(schema)
     names = [field.name for field in fields(schema)]
+    deleted = [name for name in names if name not in node]
+    if deleted:
+        raise UserError(
+            f"the config has no {prefix}{deleted[0]} (deleted by ~{prefix}{deleted[0]}?), which every run needs: "
+            "keep it, and change its settings instead."
+        )
     for key, value in node.items_ex(resolve=False):
         if key not in names:
             raise UserError(
@@ -43,7 +51,7 @@ def _refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
             )
         # Dictionaries such as `dm.label_map` take any key; only the dataclasses' keys are fixed.
         if isinstance(value, DictConfig) and is_dataclass(OmegaConf.get_type(value)):
-            _refuse_unknown_keys(value, f"{prefix}{key}.")
+            _refuse_keys_not_in_schema(value, f"{prefix}{key}.")
 
 
 def _one_line(error: OmegaConfBaseException) -> str:
