@@ -232,14 +232,14 @@ REFUSALS = {
     # Optimiser arguments that torch refuses.
     "optimiser-argument": Refusal(
         ("+opt.optimizer_kwargs={warp: 9}",),
-        "Error: opt.optimizer_kwargs={'warp': 9} do not fit torch.optim.AdamW: "
-        "AdamW.__init__() got an unexpected keyword argument 'warp'",
+        "Error: torch.optim.AdamW cannot train with opt.lr=5e-05, opt.weight_decay=0.0, "
+        "opt.optimizer_kwargs={'warp': 9}: AdamW.__init__() got an unexpected keyword argument 'warp'",
         in_process=True,
     ),
     "optimiser-value": Refusal(
         ("+opt.optimizer_kwargs={betas: [2.0, 0.9]}",),
-        "Error: opt.optimizer_kwargs={'betas': [2.0, 0.9]} do not fit torch.optim.AdamW: "
-        "Invalid beta parameter at index 0: 2.0",
+        "Error: torch.optim.AdamW cannot train with opt.lr=5e-05, opt.weight_decay=0.0, "
+        "opt.optimizer_kwargs={'betas': [2.0, 0.9]}: Invalid beta parameter at index 0: 2.0",
         in_process=True,
     ),
     # Data.
