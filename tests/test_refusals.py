@@ -158,8 +158,8 @@ REFUSALS = {
     ),
     "gpu": Refusal(("gpu=-2",), "Error: gpu=-2 is not a device: use a CUDA device index, or -1 for the CPU."),
     "kernel": Refusal(
-        ("model=cnn", "model.kernel_size=13"),
-        "Error: model.kernel_size=13 is too large for 28x28 images: two convolution blocks leave nothing to pool. "
+        ("model=cnn", "model.kernel_size=14"),
+        "Error: model.kernel_size=14 is too large for 28x28 images: two convolution blocks leave nothing to pool. "
         "Use a smaller model.kernel_size or a larger dm.default_res.",
         in_process=True,
     ),
