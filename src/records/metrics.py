@@ -4,6 +4,7 @@ format and the name of the metric that a run returns and sweepers optimise."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
@@ -51,12 +52,15 @@ def read_result(output_dir: Path) -> RunResult | None:
         return None
     fields = cast(dict[str, object], record)
     status, epoch, source, metrics = (fields.get(name) for name in ("status", "epoch", "data_source", "metrics"))
-    if not (
-        isinstance(status, str) and isinstance(epoch, int) and isinstance(source, str) and isinstance(metrics, dict)
-    ):
+    if not (_is_number(epoch) and isinstance(status, str) and isinstance(source, str) and isinstance(metrics, dict)):
         return None
     values = cast(dict[object, object], metrics)
-    if not all(isinstance(name, str) and isinstance(value, int | float) for name, value in values.items()):
+    if not all(isinstance(name, str) and _is_number(value) for name, value in values.items()):
         return None
     result = RunResult(status, epoch, source, cast(dict[str, float], values))
     return None if status in (FINISHED, PRUNED) and METRIC not in result.metrics else result
+
+
+def _is_number(value: object) -> bool:
+    """A number as `write_result()` writes one: finite (strict JSON), and no `true` or `false`."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -12,11 +12,9 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import cast
-
-from omegaconf import OmegaConf
 
 from src.common.errors import UserError
+from src.records.hydra_record import saved_overrides
 
 __all__ = ["check_same_sweep", "continue_command"]
 
@@ -37,7 +35,12 @@ def check_same_sweep(sweep_dir: Path, task_overrides: list[str]) -> bool:
     if not saved.is_file():
         return False
     # Unresolved, as typed: an override such as `dm.root=${oc.env:HOME}/data` is compared as such.
-    earlier = cast(list[str], OmegaConf.to_container(OmegaConf.load(saved).hydra.overrides.task, resolve=False))
+    earlier = saved_overrides(saved, "hydra", "overrides", "task")
+    if earlier is None:
+        raise UserError(
+            f"{SWEEP_DIR}={sweep_dir} holds a {SAVED_CONFIG} that is no record of a sweep of this program: choose "
+            "another sweep directory."
+        )
     if earlier != task_overrides:
         raise UserError(
             f"{SWEEP_DIR}={sweep_dir} holds a sweep of other overrides ({shlex.join(earlier)}); "

@@ -8,10 +8,9 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from omegaconf import OmegaConf
-
+from src.records.hydra_record import saved_overrides
 from src.records.metrics import FINISHED, METRIC, PRUNED, read_result
 
 __all__ = ["Job", "SeedGroup", "Summary", "summarise_sweep"]
@@ -139,7 +138,9 @@ def _read_jobs(sweep_dir: Path) -> list[Job]:
     for overrides_file in sorted(sweep_dir.glob("**/.hydra/overrides.yaml"), key=lambda p: (len(str(p)), str(p))):
         job_dir = overrides_file.parent.parent
         # Unresolved: an override such as `dm.root=${oc.env:HOME}/data` is shown as typed.
-        given = cast(list[str], OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False))
+        given = saved_overrides(overrides_file)
+        if given is None:  # no record of this program's: not one of its jobs
+            continue
         overrides = {key: value for key, _, value in (override.partition("=") for override in given)}
         # A job that raised, or was killed, wrote no metrics.json (`run()` writes it last).
         result = read_result(job_dir)
