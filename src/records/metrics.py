@@ -52,7 +52,13 @@ def read_result(output_dir: Path) -> RunResult | None:
         return None
     fields = cast(dict[str, object], record)
     status, epoch, source, metrics = (fields.get(name) for name in ("status", "epoch", "data_source", "metrics"))
-    if not (_is_number(epoch) and isinstance(status, str) and isinstance(source, str) and isinstance(metrics, dict)):
+    if not (
+        isinstance(epoch, int)
+        and _is_number(epoch)
+        and isinstance(status, str)
+        and isinstance(source, str)
+        and isinstance(metrics, dict)
+    ):
         return None
     values = cast(dict[object, object], metrics)
     if not all(isinstance(name, str) and _is_number(value) for name, value in values.items()):
