@@ -1,10 +1,18 @@
 """The entry point: Hydra composes the configuration from conf/ and the command line, and calls `main()`."""
 
+import os
+import signal
+
+# Ctrl-C ends the program quietly, with exit code 130 (128 + SIGINT): at once while Python imports what follows
+# (nothing is written yet), and from `ctrl_c_exits_quietly()` on once what runs has tidied up.
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+
 import hydra
 from omegaconf import DictConfig
 
 from src.checks.command_line import check_command_line
-from src.common.exits import one_line_errors
+from src.common.exits import ctrl_c_exits_quietly, one_line_errors
 from src.common.targets import EXECUTION_WHITELIST
 from src.config import register_configs
 from src.run import run
@@ -24,5 +32,6 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_command_line()  # what Hydra would end in a traceback before any of our code runs: one line
-    main()
+    with ctrl_c_exits_quietly():
+        check_command_line()  # what Hydra would end in a traceback before any of our code runs: one line
+        main()

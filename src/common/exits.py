@@ -2,10 +2,15 @@
 operating-system error on a path), with its traceback where it is a bug. The one place that prints them, at each
 entry point: the task function (`one_line_errors`), Hydra's callbacks and the sweeper (`exit_on_user_error`)."""
 
+import _thread
 import functools
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
+from types import FrameType
 from typing import NoReturn, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
@@ -15,6 +20,8 @@ from src.common.errors import RunFailedError, UserError
 from src.common.os_errors import os_error_line
 
 __all__ = [
+    "INTERRUPTED_EXIT_CODE",
+    "ctrl_c_exits_quietly",
     "exit_if_ending_on_user_error",
     "exit_on_user_error",
     "exit_with_error",
@@ -23,6 +30,39 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+INTERRUPTED_EXIT_CODE = 130  # the exit code of a program stopped by Ctrl-C (128 + SIGINT)
+IMPORT_MACHINERY = "<frozen importlib._bootstrap"  # the file name of the frames of Python's imports
+RETRY_S = 0.05
+
+
+@contextmanager
+def ctrl_c_exits_quietly() -> Generator[None]:
+    """Within this block (main.py's whole program), Ctrl-C stops the program with a KeyboardInterrupt, as in
+    any Python program: what runs finishes its `finally` blocks (files written atomically stay old or new,
+    training saves its checkpoint), and the program then ends with exit code 130, without a traceback. Not
+    in the middle of an import, though (`_interrupt_unless_importing()`)."""
+    signal.signal(signal.SIGINT, _interrupt_unless_importing)
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED_EXIT_CODE)
+    finally:
+        # The program's work is done; Python still ends it (W&B's and others' `atexit` steps): at once.
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(INTERRUPTED_EXIT_CODE))
+
+
+def _interrupt_unless_importing(signum: int, frame: FrameType | None) -> None:
+    """SIGINT's handler: a KeyboardInterrupt, as Python's own handler raises, but not in the middle of an import
+    (torch's takes a second), which it can leave half done: numpy then refuses to load again, or the
+    interrupt is lost in a library's `except`. There, the signal comes again a moment later."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(IMPORT_MACHINERY):
+            retry = threading.Timer(RETRY_S, _thread.interrupt_main)  # as if the signal came again
+            retry.daemon = True
+            retry.start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
 
 
 def exit_with_error(message: str) -> NoReturn:

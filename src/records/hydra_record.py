@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from src.common.errors import UserError
 from src.common.exits import exit_on_user_error
+from src.common.files import write_atomically, written_together
 
 __all__ = ["RECORD", "HydraRecord", "check_rerun_argument", "saved_overrides"]
 
@@ -61,11 +62,18 @@ class HydraRecord:
             shutil.rmtree(self.record, ignore_errors=True)
 
     def _save(self) -> None:
+        """Save the three files, all new or (stopped meanwhile) all as they were."""
         self.record.mkdir(exist_ok=True)
         hydra_config = HydraConfig.get()
-        OmegaConf.save(self.cfg, self.record / "config.yaml")
-        OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), self.record / "hydra.yaml")
-        OmegaConf.save(hydra_config.overrides.task, self.record / "overrides.yaml")
+        saved = {
+            "config.yaml": self.cfg,
+            "hydra.yaml": OmegaConf.create({"hydra": hydra_config}),
+            "overrides.yaml": hydra_config.overrides.task,
+        }
+        with written_together():
+            for name, config in saved.items():
+                text = OmegaConf.to_yaml(config)
+                write_atomically(self.record / name, lambda file, text=text: file.write(text.encode()))
 
 
 def check_rerun_argument(arguments: list[str] | None = None) -> None:

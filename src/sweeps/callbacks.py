@@ -20,6 +20,7 @@ from typing_extensions import override
 from src.checks.credentials import refuse_credentials
 from src.common.errors import RunFailedError, UserError
 from src.common.exits import exit_if_ending_on_user_error, exit_on_user_error, exit_with_error
+from src.common.files import written_together
 from src.common.targets import EXECUTION_WHITELIST, check_target, imported_class, instantiates, whitelisted
 from src.optuna_sweeper.settings import check_sweeper_settings
 from src.records.metrics import METRIC
@@ -132,11 +133,12 @@ class SweepSummary(Callback):
         if not self.started:
             return
         sweep_dir = config.hydra.sweep.dir
-        summary = summarise_sweep(Path(sweep_dir))
-        if summary.jobs:
-            pictures = draw_sweep(Path(sweep_dir), summary.groups, METRIC, config.hydra.sweeper)
-            if pictures:
-                log.info(f"Pictures: {', '.join(str(path) for path in pictures)}")
+        with written_together():  # the summary beside its pictures, all old or all new (a Ctrl-C meanwhile)
+            summary = summarise_sweep(Path(sweep_dir))
+            if summary.jobs:
+                pictures = draw_sweep(Path(sweep_dir), summary.groups, METRIC, config.hydra.sweeper)
+                if pictures:
+                    log.info(f"Pictures: {', '.join(str(path) for path in pictures)}")
         jobs = summary.jobs
         interrupted = [job.name for job in jobs if job.status == "interrupted"]
         if interrupted:  # by Ctrl-C, or SLURM's time limit: the sweep stopped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import statistics
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.common.files import write_atomically
 from src.records.hydra_record import saved_overrides
 from src.records.metrics import FINISHED, METRIC, PRUNED, read_result
 
@@ -168,11 +170,12 @@ def _format_mean_std(mean: float | None, std: float | None) -> str:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """Write a CSV file; None and missing values are empty cells."""
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        writer.writerows(rows)
+    """Write a CSV file, whole or not at all; None and missing values are empty cells."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomically(path, lambda file: file.write(text.getvalue().encode()))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
