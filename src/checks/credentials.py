@@ -17,7 +17,7 @@ import re
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import fields, is_dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
@@ -51,14 +51,17 @@ def wandb_api_keys() -> list[str]:
 
 
 def _refuse(name: str, texts: list[str], secrets: list[str], config: DictConfig) -> None:
+    shown_name = name  # the key itself may be the secret (`+opt.optimizer_kwargs={<key>: 1}`): never shown
+    for secret in secrets:
+        shown_name = shown_name.replace(secret, "<the key>")
     if CREDENTIAL_NAME.search(name.rpartition(".")[2]) and not _in_a_schema(config, name):
         raise UserError(
-            f"the config has a setting named like a credential, {name}, and the config is logged: remove it, "
+            f"the config has a setting named like a credential, {shown_name}, and the config is logged: remove it, "
             f"and keep secrets out of the config. {HOW_WANDB_GETS_ITS_KEY}"
         )
-    if any(secret in text for secret in secrets for text in texts):
+    if any(secret in text for secret in secrets for text in [name, *texts]):
         raise UserError(
-            f"the config holds the W&B API key, in {name}, and the config is logged: remove it. "
+            f"the config holds the W&B API key, in {shown_name}, and the config is logged: remove it. "
             f"{HOW_WANDB_GETS_ITS_KEY}"
         )
 
@@ -86,10 +89,9 @@ def _as_used(config: DictConfig) -> Generator[DictConfig]:
         hydra_config.cfg = previous
 
 
-def _missing(node: DictConfig | ListConfig) -> Iterator[tuple[DictConfig | ListConfig, str | int]]:
+def _missing(node: DictConfig | ListConfig) -> Iterator[tuple[DictConfig | ListConfig, Any]]:
     """Every value still to be given (`???`) in `node`, as (its parent, its key)."""
-    keys: list[str | int] = [str(key) for key in node] if isinstance(node, DictConfig) else list(range(len(node)))
-    for key in keys:
+    for key in _keys(node):
         if _is_container(node, key):
             yield from _missing(cast(DictConfig | ListConfig, _child(node, key)))
         elif OmegaConf.is_missing(node, key):
@@ -110,8 +112,7 @@ def _settings(config: DictConfig) -> Iterator[tuple[str, list[str]]]:
 
 
 def _values(node: DictConfig | ListConfig, prefix: str) -> Iterator[tuple[str, list[str]]]:
-    keys: list[str | int] = [str(key) for key in node] if isinstance(node, DictConfig) else list(range(len(node)))
-    for key in keys:
+    for key in _keys(node):
         name = f"{prefix}{key}"
         if name == OVERRIDES:
             continue
@@ -123,12 +124,17 @@ def _values(node: DictConfig | ListConfig, prefix: str) -> Iterator[tuple[str, l
             yield name, [typed, *resolved]
 
 
-def _child(node: DictConfig | ListConfig, key: str | int) -> Node:
+def _keys(node: DictConfig | ListConfig) -> list[Any]:
+    """The keys of a node as it holds them (a dictionary such as `dm.label_map` has int keys), or its indices."""
+    return list(node.keys()) if isinstance(node, DictConfig) else list(range(len(node)))
+
+
+def _child(node: DictConfig | ListConfig, key: Any) -> Node:
     """The node `node[key]` itself, unresolved (reading `node[key]` resolves it)."""
     return cast(Node, node._get_node(key))  # pyright: ignore[reportPrivateUsage, reportArgumentType]
 
 
-def _is_container(node: DictConfig | ListConfig, key: str | int) -> bool:
+def _is_container(node: DictConfig | ListConfig, key: Any) -> bool:
     """Whether `node[key]` holds further settings (not an interpolation, nor null or `???`)."""
     child = _child(node, key)
     return isinstance(child, DictConfig | ListConfig) and not (
@@ -136,7 +142,7 @@ def _is_container(node: DictConfig | ListConfig, key: str | int) -> bool:
     )
 
 
-def _texts(node: DictConfig | ListConfig, key: str | int) -> tuple[str, list[str]]:
+def _texts(node: DictConfig | ListConfig, key: Any) -> tuple[str, list[str]]:
     """A value as typed, and as it resolves (none where it cannot: that is refused where it is used)."""
     typed = str(_child(node, key)._value())  # pyright: ignore[reportPrivateUsage]
     try:
