@@ -198,5 +198,9 @@ def assert_pictures(output: str, cwd: Path, sweep: str, names: list[str]) -> Non
 
 def load_study(cwd: Path) -> optuna.Study:
     """The study `hydra/sweeper=fcn_params` keeps in cwd/fcn_params.journal."""
-    storage = JournalStorage(JournalFileBackend(str(cwd / "fcn_params.journal")))
-    return optuna.load_study(study_name="fcn_params", storage=storage)
+    return optuna.load_study(study_name="fcn_params", storage=load_study_storage(cwd / "fcn_params.journal"))
+
+
+def load_study_storage(journal: Path) -> JournalStorage:
+    """Optuna's storage of the journal file `journal`, as any program would open it."""
+    return JournalStorage(JournalFileBackend(str(journal)))
