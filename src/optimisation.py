@@ -45,6 +45,11 @@ class OptimisationCfg:
             raise UserError(f"opt.epochs={self.epochs} must be 1 or more.")
         if self.batch_size < 1:
             raise UserError(f"opt.batch_size={self.batch_size} must be 1 or more.")
+        for key in ("lr", "weight_decay"):
+            if key in (self.optimizer_kwargs or {}):  # one of the two would be ignored
+                raise UserError(
+                    f"opt.optimizer_kwargs={self.optimizer_kwargs} sets {key}, as opt.{key} does: set it there."
+                )
         module_name = self.optimizer_cls.rpartition(".")[0]
         trusted = TRUSTED_OPTIMIZER_MODULES
         if not any(module_name == module or module_name.startswith(f"{module}.") for module in trusted):
@@ -82,9 +87,10 @@ class OptimisationCfg:
     def _arguments(self, optimizer_cls: Callable[..., Optimizer]) -> dict[str, Any]:
         """The optimiser's keyword arguments: `lr`, `weight_decay` where it takes one (or is given one: it then
         refuses it) and `optimizer_kwargs`."""
+        kwargs = self.optimizer_kwargs or {}
         takes_weight_decay = "weight_decay" in inspect.signature(optimizer_cls).parameters
         weight_decay = {"weight_decay": self.weight_decay} if takes_weight_decay or self.weight_decay else {}
-        return {"lr": self.lr, **weight_decay, **(self.optimizer_kwargs or {})}
+        return {"lr": self.lr, **weight_decay, **kwargs}
 
     def _given(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The settings that made `arguments`, as the user gave them."""

@@ -10,20 +10,18 @@ credential, or a value holding the key that W&B would use, is refused before any
 
 from __future__ import annotations
 
-import copy
 import netrc
 import os
 import re
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
 from dataclasses import fields, is_dataclass
 from typing import Any, cast
 from urllib.parse import urlparse
 
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, FloatNode, IntegerNode, ListConfig, Node, OmegaConf, flag_override
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from src.checks.as_used import as_used, child, holds_settings, keys
 from src.common.errors import UserError
 
 __all__ = ["refuse_credentials", "wandb_api_keys"]
@@ -40,7 +38,7 @@ def refuse_credentials(config: DictConfig) -> None:
     """Stop if the config, as it will be used, holds a credential. The message names the setting, never the
     value. `config`: a run's own config, or the whole config that Hydra composed (with `hydra`)."""
     secrets = wandb_api_keys()
-    with _as_used(config) as used:
+    with as_used(config) as used:
         for name, texts in _settings(used):
             _refuse(name, texts, secrets, config)
 
@@ -66,38 +64,6 @@ def _refuse(name: str, texts: list[str], secrets: list[str], config: DictConfig)
         )
 
 
-@contextmanager
-def _as_used(config: DictConfig) -> Generator[DictConfig]:
-    """A copy of `config` in which the values that Hydra sets for each job (`hydra.job.num`,
-    `hydra.runtime.output_dir`) stand as 0, and which `${hydra:...}` reads: Hydra's own part resolves with it
-    before any job has started. A stand-in holds no secret: a value that resolves to a secret with it always
-    would."""
-    used = copy.deepcopy(config)
-    for node, key in _missing(used):
-        number = isinstance(_child(node, key), IntegerNode | FloatNode)
-        with flag_override(node, ["readonly", "struct"], [False, False]), suppress(OmegaConfBaseException):
-            node[key] = 0 if number else "0"  # pyright: ignore[reportArgumentType] (str keys of a DictConfig, int ones of a ListConfig)
-    if "hydra" not in used:
-        yield used
-        return
-    hydra_config = HydraConfig.instance()
-    previous = hydra_config.cfg
-    hydra_config.set_config(used)
-    try:
-        yield used
-    finally:
-        hydra_config.cfg = previous
-
-
-def _missing(node: DictConfig | ListConfig) -> Iterator[tuple[DictConfig | ListConfig, Any]]:
-    """Every value still to be given (`???`) in `node`, as (its parent, its key)."""
-    for key in _keys(node):
-        if _is_container(node, key):
-            yield from _missing(cast(DictConfig | ListConfig, _child(node, key)))
-        elif OmegaConf.is_missing(node, key):
-            yield node, key
-
-
 def _settings(config: DictConfig) -> Iterator[tuple[str, list[str]]]:
     """Every setting of the config, by its dotted name, with its value as text: as typed and, where that is an
     interpolation, as it resolves; the command line's overrides by the name of the setting they set."""
@@ -112,39 +78,21 @@ def _settings(config: DictConfig) -> Iterator[tuple[str, list[str]]]:
 
 
 def _values(node: DictConfig | ListConfig, prefix: str) -> Iterator[tuple[str, list[str]]]:
-    for key in _keys(node):
+    for key in keys(node):
         name = f"{prefix}{key}"
         if name == OVERRIDES:
             continue
-        if _is_container(node, key):
+        if holds_settings(node, key):
             yield name, []
-            yield from _values(cast(DictConfig | ListConfig, _child(node, key)), f"{name}.")
+            yield from _values(cast(DictConfig | ListConfig, child(node, key)), f"{name}.")
         else:
             typed, resolved = _texts(node, key)
             yield name, [typed, *resolved]
 
 
-def _keys(node: DictConfig | ListConfig) -> list[Any]:
-    """The keys of a node as it holds them (a dictionary such as `dm.label_map` has int keys), or its indices."""
-    return list(node.keys()) if isinstance(node, DictConfig) else list(range(len(node)))
-
-
-def _child(node: DictConfig | ListConfig, key: Any) -> Node:
-    """The node `node[key]` itself, unresolved (reading `node[key]` resolves it)."""
-    return cast(Node, node._get_node(key))  # pyright: ignore[reportPrivateUsage, reportArgumentType]
-
-
-def _is_container(node: DictConfig | ListConfig, key: Any) -> bool:
-    """Whether `node[key]` holds further settings (not an interpolation, nor null or `???`)."""
-    child = _child(node, key)
-    return isinstance(child, DictConfig | ListConfig) and not (
-        child._is_interpolation() or child._is_missing() or child._is_none()  # pyright: ignore[reportPrivateUsage]
-    )
-
-
 def _texts(node: DictConfig | ListConfig, key: Any) -> tuple[str, list[str]]:
     """A value as typed, and as it resolves (none where it cannot: that is refused where it is used)."""
-    typed = str(_child(node, key)._value())  # pyright: ignore[reportPrivateUsage]
+    typed = str(child(node, key)._value())  # pyright: ignore[reportPrivateUsage]
     try:
         value = node[key]  # pyright: ignore[reportArgumentType] (str keys of a DictConfig, int ones of a ListConfig)
         resolved = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value

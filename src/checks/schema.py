@@ -12,10 +12,11 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from src.checks.as_used import as_used
 from src.checks.credentials import refuse_credentials
 from src.common.errors import UserError
 
-__all__ = ["checked_config"]
+__all__ = ["check_hydra_part", "checked_config"]
 
 
 def checked_config(raw_config: DictConfig) -> tuple[object, dict[str, Any]]:
@@ -28,6 +29,17 @@ def checked_config(raw_config: DictConfig) -> tuple[object, dict[str, Any]]:
     _refuse_keys_not_in_schema(raw_config)
     # `to_object` builds the dataclasses, whose `__post_init__` raises UserError for values that make no sense.
     return OmegaConf.to_object(raw_config), resolved
+
+
+def check_hydra_part(config: DictConfig) -> None:
+    """Refuse Hydra's part of the whole config (`hydra.run.dir`, `hydra.sweep.dir`, ...) where a value cannot be
+    resolved as it will be used (`as_used()`): Hydra would fail with a traceback as it uses it."""
+    refuse_credentials(config)  # first: the message may show values
+    with as_used(config) as used:
+        try:
+            OmegaConf.to_container(used.hydra, resolve=True)
+        except OmegaConfBaseException as error:
+            raise UserError(_one_line(error)) from None
 
 
 def _refuse_keys_not_in_schema(node: DictConfig, prefix: str = "") -> None:

@@ -17,7 +17,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
-from src.checks.credentials import refuse_credentials
+from src.checks.schema import check_hydra_part
 from src.common.errors import RunFailedError, UserError
 from src.common.exits import exit_if_ending_on_user_error, exit_on_user_error, exit_with_error
 from src.common.files import written_together
@@ -80,14 +80,14 @@ class StartCheck(Callback):
     @override
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
-            refuse_credentials(config)  # Hydra's part too: hydra.run.dir, the log file's name, hydra.job.env_set
+            check_hydra_part(config)  # credentials, hydra.run.dir and the log file's name resolved, hydra.job.env_set
 
     @override
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
             # Every value of every swept setting is in the overrides, as typed; the config, resolved, holds what
             # the config files and interpolations add, and the sweeper's study name and search space.
-            refuse_credentials(config)
+            check_hydra_part(config)
             check_target(config.hydra.sweeper, "hydra.sweeper", Sweeper, "hydra/sweeper")
             check_target(config.hydra.launcher, "hydra.launcher", Launcher, "hydra/launcher")
             _refuse_slurm_without_slurm(config)
