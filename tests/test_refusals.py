@@ -671,6 +671,14 @@ REFUSALS = {
         "Error: model=null: a config group takes the name of one of its options, not null: choose one (model=NAME; "
         "`python main.py --help` lists them), or leave it out.",
     ),
+    "interpolation-in-hydra's-part": Refusal(
+        ("hydra.run.dir=${oc.env:NO_SUCH_VAR}",),
+        "Error: cannot resolve hydra.run.dir: Environment variable 'NO_SUCH_VAR' not found.",
+    ),
+    "optimiser-argument-set-twice": Refusal(
+        ("+opt.optimizer_kwargs={lr: 1}",),
+        "Error: opt.optimizer_kwargs={'lr': 1} sets lr, as opt.lr does: set it there.",
+    ),
     "wandb-resume": Refusal(
         (*TINY, "wandb.mode=offline", "wandb.resume=bogus"),
         "Error: W&B refuses wandb.resume: Input should be 'allow', 'must', 'never' or 'auto'; change it.",

@@ -9,7 +9,7 @@ the dataclasses' `__post_init__` then checks what types cannot (ranges, combinat
 from dataclasses import fields, is_dataclass
 from typing import Any, cast
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from src.checks.as_used import as_used
@@ -36,10 +36,17 @@ def check_hydra_part(config: DictConfig) -> None:
     resolved as it will be used (`as_used()`): Hydra would fail with a traceback as it uses it."""
     refuse_credentials(config)  # first: the message may show values
     with as_used(config) as used:
-        try:
-            OmegaConf.to_container(used.hydra, resolve=True)
-        except OmegaConfBaseException as error:
-            raise UserError(_one_line(error)) from None
+        for key in used.hydra:
+            if key == "overrides":  # as typed, which Hydra reads as such
+                continue
+            try:
+                value = used.hydra[key]  # resolves a value, such as `hydra.mode`
+                if isinstance(value, DictConfig | ListConfig):
+                    OmegaConf.to_container(value, resolve=True)
+            except OmegaConfBaseException as error:
+                # `hydra.job.override_dirname` resolves the task's overrides, which each job checks itself.
+                if str(getattr(error, "full_key", "")).startswith("hydra."):
+                    raise UserError(_one_line(error)) from None
 
 
 def _refuse_keys_not_in_schema(node: DictConfig, prefix: str = "") -> None:
