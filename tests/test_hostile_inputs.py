@@ -170,6 +170,18 @@ def test_deleting_a_part_of_the_schema_or_a_group_is_one_line(
     assert_one_line(run_main(*args), line)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("--multirun", "seed=1,2", "hydra.sweep.dir=${oc.env:NO_SUCH_VAR}"), ("hydra.job.name=${oc.env:NO_SUCH_VAR}",)],
+    ids=["sweep-dir", "log-file's-name"],
+)
+def test_a_value_of_hydras_part_that_cannot_be_resolved_is_one_line(
+    run_main: RunMain, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    assert_one_line(run_main(*args), "Error: cannot resolve hydra.")
+    assert written(tmp_path) == []
+
+
 def test_a_config_without_a_part_of_its_schema_is_refused_also_where_run_is_called(train: Train) -> None:
     with pytest.raises(UserError, match=r"the config has no seed \(deleted by ~seed\?\)"):
         train("~seed", *TINY)
