@@ -33,6 +33,7 @@ from typing_extensions import override
 
 from src.common.errors import UserError
 from src.common.exits import exit_on_user_error
+from src.common.files import write_atomically
 from src.optuna_sweeper.config import (
     PRUNER_TARGETS,
     HyperbandPrunerConfig,
@@ -182,7 +183,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
             log.info(f"Number of Pareto solutions: {len(study.best_trials)}")
             for trial in study.best_trials:
                 log.info(f"    Values: {trial.values}, Params: {trial.params}")
-        OmegaConf.save(OmegaConf.create(results), Path(self.sweeper.sweep_dir) / "optimization_results.yaml")
+        text = OmegaConf.to_yaml(OmegaConf.create(results)).encode()
+        write_atomically(Path(self.sweeper.sweep_dir) / "optimization_results.yaml", lambda file: file.write(text))
 
 
 def register_sweeper() -> None:
