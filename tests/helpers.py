@@ -49,8 +49,8 @@ PRUNED_STUDY = (
     *STOPPABLE,
     "hydra.sweep.dir=sweep",
 )
-# An optimiser that raises in one job, like an experiment that crashes (rather than one with wrong
-# settings, which main.py turns into an exit of the whole multirun).
+# An optimiser that raises in one job as it trains (at its second step), like an experiment that crashes:
+# one that refuses its settings, as it is built or at its first step, is a refused run.
 FAILING_OPTIMIZER = """
 import os
 
@@ -59,10 +59,10 @@ from hydra.core.hydra_config import HydraConfig
 
 
 class AdamWFailingInOneJob(torch.optim.AdamW):
-    def __init__(self, *args, **kwargs):
-        if HydraConfig.get().job.num == int(os.environ["FAILING_JOB"]):
+    def step(self, closure=None):
+        if self.state and HydraConfig.get().job.num == int(os.environ["FAILING_JOB"]):
             raise RuntimeError("injected failure")
-        super().__init__(*args, **kwargs)
+        return super().step(closure)
 """
 
 

@@ -83,20 +83,19 @@ def test_the_key_that_wandb_login_saved_is_a_secret_too(run_main: RunMain, tmp_p
 
 
 @pytest.mark.parametrize(
-    ("path", "line"),
+    ("path", "args", "line"),
     [
-        ("out/checkpoint.pt.tmp", "Error: could not save the checkpoint: out/checkpoint.pt.tmp is a folder, where the"),
-        ("out/.hydra/config.yaml", "Error: out/.hydra/config.yaml is a folder, where the program writes a"),
-        ("out/.hydra/overrides.yaml.tmp", "Error: out/.hydra/overrides.yaml.tmp is a folder, where the"),
+        ("out/.hydra/config.yaml", (), "Error: out/.hydra/config.yaml is a folder, where the program writes a file"),
+        ("out/.hydra/hydra.yaml", (), "Error: out/.hydra/hydra.yaml is a folder, where the program writes a file"),
+        ("logs/run.log", ("hydra.job_logging.handlers.file.filename=logs/run.log",), "Error: logs/run.log is a folder"),
     ],
-    ids=["checkpoint's-temporary-file", "record's-config", "record's-temporary-file"],
+    ids=["record's-config", "record's-hydra-config", "a-log-file-elsewhere"],
 )
 def test_a_folder_where_a_file_is_written_is_one_line_that_names_it(
-    run_main: RunMain, tmp_path: Path, path: str, line: str
+    run_main: RunMain, tmp_path: Path, path: str, args: tuple[str, ...], line: str
 ) -> None:
     (tmp_path / path).mkdir(parents=True)
-    result = run_main("hydra.run.dir=out", *TINY)
-    assert_one_line(result, line)
+    assert_one_line(run_main("hydra.run.dir=out", *args, *TINY), line)
 
 
 def test_an_os_error_of_a_job_in_a_sweep_is_one_line(run_main: RunMain, tmp_path: Path) -> None:

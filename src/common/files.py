@@ -23,7 +23,9 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file through `write(file)` under a temporary name, then rename it (a rename within a
     directory is atomic). If writing fails, or the process dies, the previous file stays intact. Within
     `written_together()`, the rename waits for the end of the block."""
-    temporary = path.with_name(f"{path.name}.tmp")
+    # A name of this process's: two processes that write one file (two sweeps of one study, their summary)
+    # never write into each other's temporary file.
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as file:
             write(file)
