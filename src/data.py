@@ -123,7 +123,7 @@ class DataModule(ABC):
 
     def __post_init__(self) -> None:
         # `~` and relative paths mean what they mean where the program was started, even with hydra.job.chdir=True.
-        self.root = user_path(self.root)
+        self.root = user_path(self.root, "dm.root")
         if self.default_res < 1:
             raise UserError(f"dm.default_res={self.default_res} must be 1 or more.")
 

@@ -4,6 +4,7 @@ and return the validation accuracy."""
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,8 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
             directory.save_result(result)
         if result.status == INTERRUPTED:
             stop.end_run(checkpoint.path, path, world)
+        if stop.cause is signal.SIGINT:  # Ctrl-C after the last step, as the run tested: its result is saved
+            raise KeyboardInterrupt
     log.info(f"Final {METRIC}={result.value:.4f} (all metrics: {shown(path / METRICS_FILE)})")
     return result.value
 

@@ -50,8 +50,8 @@ PRUNED_STUDY = (
     *STOPPABLE,
     "hydra.sweep.dir=sweep",
 )
-# An optimiser that raises in one job, like an experiment that crashes (rather than one with wrong
-# settings, which main.py turns into an exit of the whole multirun).
+# An optimiser that raises in one job as it trains (at its second step), like an experiment that crashes:
+# one that refuses its settings, as it is built or at its first step, is a refused run.
 FAILING_OPTIMIZER = """
 import os
 
@@ -60,10 +60,10 @@ from hydra.core.hydra_config import HydraConfig
 
 
 class AdamWFailingInOneJob(torch.optim.AdamW):
-    def __init__(self, *args, **kwargs):
-        if HydraConfig.get().job.num == int(os.environ["FAILING_JOB"]):
+    def step(self, closure=None):
+        if self.state and HydraConfig.get().job.num == int(os.environ["FAILING_JOB"]):
             raise RuntimeError("injected failure")
-        super().__init__(*args, **kwargs)
+        return super().step(closure)
 """
 
 
@@ -205,5 +205,9 @@ def assert_pictures(output: str, cwd: Path, sweep: str, names: list[str]) -> Non
 
 def load_study(cwd: Path) -> optuna.Study:
     """The study `hydra/sweeper=fcn_params` keeps in cwd/fcn_params.journal."""
-    storage = JournalStorage(JournalFileBackend(str(cwd / "fcn_params.journal")))
-    return optuna.load_study(study_name="fcn_params", storage=storage)
+    return optuna.load_study(study_name="fcn_params", storage=load_study_storage(cwd / "fcn_params.journal"))
+
+
+def load_study_storage(journal: Path) -> JournalStorage:
+    """Optuna's storage of the journal file `journal`, as any program would open it."""
+    return JournalStorage(JournalFileBackend(str(journal)))

@@ -4,6 +4,7 @@ result, bit for bit, as a run left alone."""
 import csv
 import json
 import logging
+import os
 import resource
 import shlex
 import signal
@@ -221,7 +222,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(
     saved.epoch = 2
     with pytest.raises(UserError) as error:
         if disk == "full":
-            (checkpoint.path.parent / f"{CHECKPOINT_FILE}.tmp").symlink_to("/dev/full")
+            (checkpoint.path.parent / f"{CHECKPOINT_FILE}.{os.getpid()}.tmp").symlink_to("/dev/full")
             checkpoint.save(saved)
         else:
             with file_size_limit(checkpoint.path.stat().st_size // 2):
@@ -231,7 +232,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(
         f"could not save the checkpoint out/{CHECKPOINT_FILE} ({reason}); the one saved before, if any, is intact: "
         "make room, then to continue, call run() again with the same config and output_dir=out"
     )
-    assert not (checkpoint.path.parent / f"{CHECKPOINT_FILE}.tmp").exists()
+    assert not (checkpoint.path.parent / f"{CHECKPOINT_FILE}.{os.getpid()}.tmp").exists()
 
     restored = small_state(2, width=100_000)
     Checkpoint(path=checkpoint.path, config={"seed": 1}).restore(restored)  # the one of epoch 1

@@ -44,9 +44,12 @@ FAILING = {
     "python main.py dm.digits=MNIST dm.root=nowhere dm.download=false",
     "python main.py dm=celeba dm.superclass=BEARD",
     "python main.py opt.optimizer_cls=os.system",
-    "python main.py +wandb.api_key=not-a-real-key",
     "python main.py hydra.run.dir=/proc/out",
     "python main.py --multirun seed=1,2 wandb.mode=offline wandb.id=fixedid",
+    "python main.py +hydra.callbacks.mine._target_=os.system",
+    "python main.py +hydra.job.env_set.WANDB_API_KEY=not-a-real-key",
+    "python main.py \"dm.root='~no_such_user/data'\"",
+    "python main.py --multirun hydra/sweeper=fcn_params model.num_hidden='choice(0)' model.hidden_dim=16",
 }
 # Overrides added to a command to keep the test short.
 SHORTER = {

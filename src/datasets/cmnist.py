@@ -100,7 +100,8 @@ class CMNISTDataModule(DataModule):
             if labels != set(range(len(labels))):
                 raise UserError(f"dm.label_map={self.label_map} must map to the labels 0 to {len(labels) - 1}.")
             if len(labels) < 2:
-                raise UserError(f"dm.label_map={self.label_map} maps to one label: a classifier needs two or more.")
+                how_many = "one label" if labels else "no label"
+                raise UserError(f"dm.label_map={self.label_map} maps to {how_many}: a classifier needs two or more.")
 
     @override
     def build(self, *, seed: int) -> Data:

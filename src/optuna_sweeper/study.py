@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from src.common.errors import UserError
 from src.common.targets import instantiates
-from src.optuna_sweeper.storage import lock_file, open_storage
+from src.optuna_sweeper.storage import lock_file, open_storage, storage_file
 from src.records.identity import changed_settings
 
 if TYPE_CHECKING:
@@ -114,11 +114,18 @@ class SharedStudy:
                 self._storage.set_study_system_attr(self._study_id, SETTINGS, settings)
                 self._storage.set_study_system_attr(self._study_id, SEARCH_SPACE, space)
                 return
+        stored_space: object = stored.get(SEARCH_SPACE)
+        if not isinstance(stored[SETTINGS], dict) or not isinstance(stored_space, dict):
+            raise UserError(
+                f"the study {self.study.study_name} in {where} was not started by this program's sweeper (its record "
+                "of the settings has another shape): start a new study with another hydra.sweeper.study_name."
+            )
+        old_space = cast(dict[str, Any], stored_space)
         changes = changed_settings(stored[SETTINGS], settings)
         changes += [
-            f"search space of {name}: {_describe(stored[SEARCH_SPACE].get(name))} -> {_describe(space.get(name))}"
-            for name in sorted(stored[SEARCH_SPACE].keys() | space.keys())
-            if stored[SEARCH_SPACE].get(name) != space.get(name)
+            f"search space of {name}: {_describe(old_space.get(name))} -> {_describe(space.get(name))}"
+            for name in sorted(old_space.keys() | space.keys())
+            if old_space.get(name) != space.get(name)
         ]
         # Optuna loads a stored study in its own directions, whatever `create_study` is asked for.
         stored_directions = [direction.name.lower() for direction in self.study.directions]
@@ -263,9 +270,11 @@ def _alive() -> dict[str, Any]:
 
 def _abandoned(trial: FrozenTrial) -> bool:
     """Whether a running trial's sweep process has died, as far as this process can tell."""
-    sweep = trial.system_attrs.get(SWEEP)
-    if sweep is None:  # not started by this sweeper (by the plugin's, say): nobody keeps it alive
-        return True
+    recorded: object = trial.system_attrs.get(SWEEP)
+    sweep = cast(dict[str, Any], recorded) if isinstance(recorded, dict) else {}
+    expected = {"host": str, "pid": int, "alive_at": float}
+    if not all(isinstance(sweep.get(key), kind) for key, kind in expected.items()):
+        return True  # not started by this sweeper (by the plugin's, say): nobody keeps it alive
     if sweep["host"] == socket.gethostname() and (sweep["pid"] == os.getpid() or not _process_exists(sweep["pid"])):
         return True
     return time.time() - sweep["alive_at"] > GRACE_S
@@ -285,7 +294,12 @@ def _describe(distribution: str | None) -> str:
     """A stored distribution, as Optuna prints it; `none` for a parameter that was not searched."""
     from optuna.distributions import json_to_distribution
 
-    return "none" if distribution is None else repr(json_to_distribution(distribution))
+    if distribution is None:
+        return "none"
+    try:
+        return repr(json_to_distribution(distribution))
+    except (ValueError, KeyError, TypeError):  # not a distribution that Optuna wrote
+        return repr(distribution)
 
 
 def rerun_trials(study: optuna.Study) -> dict[int, int]:
@@ -301,13 +315,18 @@ def rerun_trials(study: optuna.Study) -> dict[int, int]:
 
 
 def stored_study(sweeper: DictConfig) -> optuna.Study | None:
-    """The study of an Optuna sweep, as its `hydra.sweeper` config names it; None for other sweepers, and for a
-    study kept in memory, which ended with its sweep. (Hydra calls the callbacks in the directory the sweep ran
-    from, which a relative `storage` is relative to.)"""
+    """The study of an Optuna sweep, as its `hydra.sweeper` config names it; None for other sweepers, for a
+    study kept in memory, which ended with its sweep, and for one that the sweep stopped before it made.
+    (Hydra calls the callbacks in the directory the sweep ran from, which a relative `storage` is relative to.)"""
     from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
     if not instantiates(sweeper, OptunaSweeper) or sweeper.storage is None:
         return None
+    if not storage_file(sweeper.storage, Path.cwd()).is_file():
+        return None  # opening the storage would make the file
     import optuna
 
-    return optuna.load_study(study_name=sweeper.study_name, storage=open_storage(sweeper.storage, Path.cwd()))
+    try:
+        return optuna.load_study(study_name=sweeper.study_name, storage=open_storage(sweeper.storage, Path.cwd()))
+    except KeyError:  # Optuna's "Record does not exist": no study of that name
+        return None

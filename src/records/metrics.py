@@ -4,6 +4,7 @@ format and the name of the metric that a run returns and sweepers optimise."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -57,10 +58,15 @@ def read_result(output_dir: Path) -> RunResult | None:
     if not isinstance(record, dict) or set(cast(dict[str, object], record)) != set(SHAPE):
         return None
     fields = cast(dict[str, object], record)
-    if not all(isinstance(fields[name], kind) for name, kind in SHAPE.items()):
+    if not all(isinstance(fields[name], kind) for name, kind in SHAPE.items()) or not _is_number(fields["epoch"]):
         return None
     metrics = cast(dict[object, object], fields["metrics"])
-    if not all(isinstance(name, str) and isinstance(value, int | float) for name, value in metrics.items()):
+    if not all(isinstance(name, str) and _is_number(value) for name, value in metrics.items()):
         return None
     result = RunResult(**cast(dict[str, Any], fields))
     return None if result.status in (FINISHED, PRUNED) and METRIC not in result.metrics else result
+
+
+def _is_number(value: object) -> bool:
+    """A number as `write_result()` writes one: finite (strict JSON), and no `true` or `false`."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

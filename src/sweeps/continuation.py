@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.common.errors import UserError
 from src.common.files import exclusive_lock, write_atomically
 from src.common.paths import shown, user_path
+from src.records.hydra_record import saved_overrides
 from src.records.identity import data_label, data_settings
 
 __all__ = ["bind_to_sweep", "check_same_sweep", "continue_command"]
@@ -50,7 +51,12 @@ def check_same_sweep(config: DictConfig) -> bool:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, saved)
         return False
-    earlier = cast(list[str], OmegaConf.to_container(OmegaConf.load(saved).hydra.overrides.task, resolve=False))
+    earlier = saved_overrides(saved, "hydra", "overrides", "task")
+    if earlier is None:
+        raise UserError(
+            f"{SWEEP_DIR}={sweep_dir} holds a {SAVED_CONFIG} that is no record of a sweep of this program: choose "
+            "another sweep directory."
+        )
     if earlier != overrides:
         raise UserError(
             f"{SWEEP_DIR}={sweep_dir} holds a sweep of other overrides ({shlex.join(earlier)}); "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from src.common.files import write_atomically
 from src.common.targets import instantiates
 from src.common.text import shorten
 
@@ -53,7 +54,10 @@ def draw_sweep(sweep_dir: Path, groups: list[SeedGroup], metric: str, sweeper: D
     paths: list[Path] = []
     for name, figure in figures.items():
         paths.append(sweep_dir / f"{name}.png")
-        figure.savefig(paths[-1], dpi=100, bbox_inches="tight")  # "tight": all of the labels and legends
+        # "tight": all of the labels and legends. Whole or not at all, as the summary's files.
+        write_atomically(
+            paths[-1], lambda file, figure=figure: figure.savefig(file, format="png", dpi=100, bbox_inches="tight")
+        )
     return paths
 
 

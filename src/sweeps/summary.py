@@ -5,6 +5,7 @@ says so."""
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import statistics
 from collections.abc import Iterable
@@ -12,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from omegaconf import OmegaConf
-
+from src.common.files import write_atomically
 from src.common.text import shorten
+from src.records.hydra_record import saved_overrides
 from src.records.identity import code_label, data_label
 from src.records.metrics import FINISHED, METRIC, PRUNED, read_result
 
@@ -189,7 +190,9 @@ def _read_jobs(sweep_dir: Path, reruns: dict[str, str]) -> list[Job]:
         if not overrides_file.is_file():  # killed before it was accepted, or moved away since
             continue
         # Unresolved: an override such as `dm.root=${oc.env:HOME}/data` is shown as typed.
-        given = cast(list[str], OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False))
+        given = saved_overrides(overrides_file)
+        if given is None:  # no record of this program's: not one of its jobs
+            continue
         overrides = {key: value for key, _, value in (override.partition("=") for override in given)}
         # A job that raised, or was killed, wrote no metrics.json (`run()` writes it last).
         result = read_result(job_dir)
@@ -237,11 +240,12 @@ def _format_mean_std(mean: float | None, std: float | None) -> str:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """Write a CSV file; None and missing values are empty cells."""
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        writer.writerows(rows)
+    """Write a CSV file, whole or not at all; None and missing values are empty cells."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomically(path, lambda file: file.write(text.getvalue().encode()))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from src.common.errors import UserError
 from src.common.files import write_atomically
+from src.common.os_errors import os_error_line
 from src.common.paths import shown
 from src.records.identity import changed_settings, code_label, plain_config
 from src.records.metrics import RunResult
@@ -141,6 +142,10 @@ class Checkpoint:
         try:
             write_atomically(self.path, lambda file: torch.save(contents, file))
         except (OSError, RuntimeError) as error:
+            continuing = f"the one saved before, if any, is intact; to continue, {how_to_continue(self.path.parent)}"
+            path_problem = os_error_line(error)  # a folder where the file goes, say: what to do about it
+            if path_problem is not None:
+                raise UserError(f"could not save the checkpoint: {path_problem} And {continuing}") from None
             # A write that fails part of the way (a full disk) is a RuntimeError from torch's zip writer.
             reason = (
                 str(error) if isinstance(error, OSError) else "torch.save could not write it all: is the disk full?"
