@@ -379,7 +379,7 @@ def test_a_summary_passes_over_what_is_no_record_of_a_job(tmp_path: Path) -> Non
 
 
 # What `write_result()` writes, and the same with one value that it would never write.
-A_RESULT = {
+A_RESULT: dict[str, object] = {
     "status": "finished",
     "epoch": 1,
     "metrics": {"val/acc": 0.5},
