@@ -45,6 +45,7 @@ FAILING = {
     "python main.py dm=celeba dm.superclass=BEARD",
     "python main.py opt.optimizer_cls=os.system",
     "python main.py hydra.run.dir=/proc/out",
+    "python main.py model=transformer",
     "python main.py --multirun seed=1,2 wandb.mode=offline wandb.id=fixedid",
     "python main.py +hydra.callbacks.mine._target_=os.system",
     "python main.py +hydra.job.env_set.WANDB_API_KEY=not-a-real-key",

@@ -1,11 +1,17 @@
 """The exceptions of problems that end a run with one line instead of a traceback (`src.common.exits` prints
 them)."""
 
-__all__ = ["RunFailedError", "UserError"]
+__all__ = ["RunFailedError", "SweepError", "UserError"]
 
 
 class UserError(Exception):
     """A problem the user can fix; the message says what is wrong and how to fix it."""
+
+
+class SweepError(UserError):
+    """A problem of the whole sweep, not of one job's settings, which every job would meet alike (a study
+    continued on other data): it stops the sweep, also in an Optuna study, where a refused job only fails
+    its trial."""
 
 
 class RunFailedError(Exception):

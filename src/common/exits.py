@@ -16,7 +16,7 @@ from typing import NoReturn, TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from src.common.errors import RunFailedError, UserError
+from src.common.errors import RunFailedError, SweepError, UserError
 from src.common.os_errors import os_error_line
 
 __all__ = [
@@ -103,7 +103,8 @@ def exit_if_ending_on_user_error() -> None:
 def one_line_errors(task_function: Callable[[T], float]) -> Callable[[T], float]:
     """Decorate Hydra's task function so that its errors end the program with one line: an error the user can
     fix (a refused run) at once, also in a multirun, which it stops, but in an Optuna study, where the job's
-    trial fails (counted against `max_failure_rate`) and the study goes on; a RunFailedError only in a single
+    trial fails (counted against `max_failure_rate`) and the study goes on, unless it is the whole sweep's
+    (SweepError); a RunFailedError only in a single
     run. In a multirun that one fails the job alone: Hydra records it, and the sweep goes on (its summary
     says how it ended)."""
 
@@ -119,7 +120,7 @@ def one_line_errors(task_function: Callable[[T], float]) -> Callable[[T], float]
             line = user_error_line(error)
             if line is None:
                 raise
-            if _in_a_multirun() and _in_a_study():
+            if _in_a_multirun() and _in_a_study() and not isinstance(error, SweepError):
                 raise RunFailedError(line) from None
             exit_with_error(line)
 

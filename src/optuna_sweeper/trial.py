@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from src.common.errors import UserError
+from src.common.errors import SweepError, UserError
 from src.common.targets import instantiates
 from src.optuna_sweeper.storage import lock_file
 from src.records.identity import data_label, data_settings
@@ -131,7 +131,7 @@ def _bind_to_data(storage: BaseStorage, study_id: int, data: dict[str, str], *, 
         bound: dict[str, dict[str, str]] = storage.get_study_system_attrs(study_id).get(DATA, {})
         earlier = bound.setdefault(key, dataset)
         if earlier != dataset:
-            raise UserError(
+            raise SweepError(
                 f"the study in {where} ran its trials of these data settings ({key}) on {data_label(earlier)} data, "
                 f"and this trial's data is {data_label(data)}: continue the study on the data it started with (check "
                 "dm.root, and HYDRA_EXAMPLE_DATA, which it defaults to), or start a new study with another "
