@@ -4,6 +4,9 @@
 # Both create the virtual environment .venv from requirements-dev.lock the first time.
 VENV := .venv
 BIN := $(VENV)/bin
+# The tests run in one worker per core (pytest-xdist), each taking the next test as it finishes one: many
+# wait on subprocesses and the SLURM cluster, and another test uses the core meanwhile.
+PARALLEL := -n auto --dist worksteal
 
 .PHONY: run test test-fast lock
 
@@ -14,12 +17,12 @@ test: $(VENV)/installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 # The tests a developer runs after each change, in about a minute: those not marked slow (in-process
 # runs on tiny data, the command line's fast paths and errors). `make test` runs them all.
 test-fast: $(VENV)/installed
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow" -q $(PARALLEL)
 
 # Pin new versions after changing the dependencies in pyproject.toml.
 lock:

@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING
 
 from src.common.errors import UserError
 from src.common.paths import shown
+from src.common.targets import instantiates
 
 if TYPE_CHECKING:
+    import optuna
+    from omegaconf import DictConfig
     from optuna.storages import BaseStorage
 
-__all__ = ["check_storage", "lock_file", "open_storage", "storage_file"]
+__all__ = ["check_storage", "lock_file", "open_storage", "storage_file", "stored_study"]
 
 SQLITE = "sqlite:///"
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
@@ -85,3 +88,21 @@ def lock_file(setting: str, cwd: Path) -> Path:
     to its data, so that sweep processes and jobs that share the study take turns."""
     path = storage_file(setting, cwd)
     return path.with_name(f"{path.name}.next-trial")
+
+
+def stored_study(sweeper: DictConfig) -> optuna.Study | None:
+    """The study of an Optuna sweep, as its `hydra.sweeper` config names it; None for other sweepers, for a
+    study kept in memory, which ended with its sweep, and for one that the sweep stopped before it made.
+    (Hydra calls the callbacks in the directory the sweep ran from, which a relative `storage` is relative to.)"""
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    if not instantiates(sweeper, OptunaSweeper) or sweeper.storage is None:
+        return None
+    if not storage_file(sweeper.storage, Path.cwd()).is_file():
+        return None  # opening the storage would make the file
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=sweeper.study_name, storage=open_storage(sweeper.storage, Path.cwd()))
+    except KeyError:  # Optuna's "Record does not exist": no study of that name
+        return None

@@ -25,20 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from src.common.errors import UserError
-from src.common.targets import instantiates
-from src.optuna_sweeper.storage import lock_file, open_storage, storage_file
+from src.optuna_sweeper.storage import lock_file, open_storage
 from src.records.identity import changed_settings
 
 if TYPE_CHECKING:
     import optuna
-    from omegaconf import DictConfig
     from optuna.distributions import BaseDistribution
     from optuna.pruners import BasePruner
     from optuna.samplers import BaseSampler
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["INTERRUPTED", "Next", "SharedStudy", "rerun_trials", "stored_study"]
+__all__ = ["INTERRUPTED", "Next", "SharedStudy", "rerun_trials"]
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial that was given up because its sweep process died
@@ -312,21 +310,3 @@ def rerun_trials(study: optuna.Study) -> dict[int, int]:
         warnings.simplefilter("ignore", ExperimentalWarning)
         histories = {trial.number: RetryHeartbeatStaleTrialCallback.retry_history(trial) for trial in study.trials}
     return {history[-1]: number for number, history in histories.items() if history}
-
-
-def stored_study(sweeper: DictConfig) -> optuna.Study | None:
-    """The study of an Optuna sweep, as its `hydra.sweeper` config names it; None for other sweepers, for a
-    study kept in memory, which ended with its sweep, and for one that the sweep stopped before it made.
-    (Hydra calls the callbacks in the directory the sweep ran from, which a relative `storage` is relative to.)"""
-    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-
-    if not instantiates(sweeper, OptunaSweeper) or sweeper.storage is None:
-        return None
-    if not storage_file(sweeper.storage, Path.cwd()).is_file():
-        return None  # opening the storage would make the file
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=sweeper.study_name, storage=open_storage(sweeper.storage, Path.cwd()))
-    except KeyError:  # Optuna's "Record does not exist": no study of that name
-        return None

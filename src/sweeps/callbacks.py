@@ -26,7 +26,8 @@ from src.common.files import written_together
 from src.common.paths import user_path
 from src.common.targets import EXECUTION_WHITELIST, check_target, imported_class, instantiates, whitelisted
 from src.optuna_sweeper.settings import check_sweeper_settings
-from src.optuna_sweeper.study import rerun_trials, stored_study
+from src.optuna_sweeper.storage import stored_study
+from src.optuna_sweeper.study import rerun_trials
 from src.records.metrics import METRIC
 from src.sweeps.continuation import check_same_sweep, continue_command
 from src.sweeps.plots import draw_sweep

@@ -41,7 +41,7 @@ def draw_sweep(sweep_dir: Path, groups: list[SeedGroup], metric: str, sweeper: D
     best first; `sweeper`: the sweep's `hydra.sweeper` config, which says where an Optuna study is."""
     from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-    from src.optuna_sweeper.study import stored_study
+    from src.optuna_sweeper.storage import stored_study
 
     study = stored_study(sweeper)
     if study is not None:
