@@ -138,7 +138,8 @@ REFUSALS = {
     ),
     "added-top-level": Refusal(
         ("+epochs=3",),
-        "Error: Key 'epochs' not in 'Config': +epochs would be ignored. Its keys: dm, model, opt, wandb, seed, gpu.",
+        "Error: Key 'epochs' not in 'Config': +epochs would be ignored. Its keys: dm, model, opt, wandb, seed, gpu, "
+        "threads.",
     ),
     # Values that make no sense.
     "val-prop": Refusal(("dm.val_prop=1.5",), "Error: dm.val_prop=1.5 must be strictly between 0 and 1."),
@@ -477,6 +478,17 @@ REFUSALS = {
     "optuna-every-trial-failed": Refusal(
         (*STUDY, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "opt.lr=1e30", *TINY),
         "Error: no trial of the study fcn_params has completed: the job directories' logs say why.",
+    ),
+    # CPU threads.
+    "threads": Refusal(
+        ("threads=0",), "Error: threads=0 must be 1 or more, or null for this process's share of the cores."
+    ),
+    "omp-num-threads": Refusal(
+        TINY,
+        "Error: OMP_NUM_THREADS=all is not a number of threads: set it to 1 or more, or unset it for this process's "
+        "share of the cores.",
+        in_process=True,
+        env={"OMP_NUM_THREADS": "all"},
     ),
 }
 

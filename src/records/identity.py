@@ -8,9 +8,10 @@ from typing import Any
 
 __all__ = ["MAY_CHANGE_ON_RESUME", "changed_settings", "plain_config"]
 
-# Settings that may differ when a run continues: where it runs and logs, not what it computes. (Where the
-# data comes from may change, but not the data: a checkpoint is bound to the data's fingerprint.)
-MAY_CHANGE_ON_RESUME = ("gpu", "wandb.", "dm.root", "dm.download")
+# Settings that may differ when a run continues: where it runs and logs, not what it computes (another GPU or
+# number of threads changes only the last bits). (Where the data comes from may change, but not the data: a
+# checkpoint is bound to the data's fingerprint.)
+MAY_CHANGE_ON_RESUME = ("gpu", "threads", "wandb.", "dm.root", "dm.download")
 
 
 def plain_config(config: dict[str, Any]) -> dict[str, Any]:
