@@ -3,9 +3,10 @@
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from src.common.errors import UserError
+from src.common.targets import callback_targets
 from src.data import DataModule, check_seed
 from src.datasets.celeba import CelebADataModule
 from src.datasets.cmnist import CMNISTDataModule
@@ -50,3 +51,5 @@ def register_configs() -> None:
     cs.store(group="model", name="cnn", node=SimpleCNNFactory)
     # A library registers its own configs: our Optuna sweeper, `hydra/sweeper/resumable_optuna`.
     register_sweeper()
+    # `${callback_targets:}` in conf/config.yaml: what Hydra's callbacks name, for the one that checks them.
+    OmegaConf.register_resolver("callback_targets", callback_targets, replace=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -17,20 +18,27 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-__all__ = ["Data", "DataModule", "Split", "check_seed"]
+__all__ = ["Data", "DataModule", "Split", "check_seed", "hash_files"]
+
+# Images copied to a GPU at a time by `Split.to`: a few MB of host memory, not a copy of the split.
+GATHER_ROWS = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Split:
-    """One split of a data set, held whole in memory; batches are formed by indexing.
+    """One split of a data set, held whole in memory (or memory-mapped from the cache); batches are formed
+    by indexing.
 
-    A data module whose images need work as each batch is formed (CMNIST colours its grey digits)
-    subclasses it and overrides `batch()` and `image_shape`.
+    The images may be shared with the other splits: `rows` then picks this split's, so that no split holds a
+    copy (CelebA's splits are index lists over the cache of all its images). A data module whose images need
+    work as each batch is formed (CMNIST colours its grey digits) subclasses it and overrides `batch()` and
+    `image_shape`.
     """
 
-    images: Tensor  # uint8, (N, C, H, W): four times smaller than float until a batch is formed
+    images: Tensor  # uint8, (M, C, H, W): four times smaller than float until a batch is formed
     labels: Tensor  # int64, (N,): the class to predict
     groups: Tensor  # int64, (N,): the subgroup (a colour, an attribute) for fairness metrics
+    rows: Tensor | None = None  # int64, (N,): the rows of `images` that this split is made of; None: all of them
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,12 +50,26 @@ class Split:
         return channels, height, width
 
     def batch(self, index: Tensor | slice) -> Tensor:
-        """The images at `index` as the model sees them: float, in [0, 1]."""
-        return self.images[index].float().div_(255)
+        """The images at `index` (of this split) as the model sees them: float, in [0, 1]."""
+        rows = index if self.rows is None else self.rows[index]
+        return self.images[rows].float().div_(255)
 
     def to(self, device: torch.device) -> Self:
-        """This split on `device` (the same tensors if they are there already)."""
-        return replace(self, **{field.name: getattr(self, field.name).to(device) for field in fields(self)})
+        """This split on `device`. Where it is there already, the same split: on the CPU, the images stay in the
+        memory-mapped cache that the processes of a node share. Elsewhere (a GPU), its own images only,
+        gathered a chunk at a time, so that the host makes no copy of them all."""
+        import torch
+
+        if self.images.device == device:
+            return self
+        images = torch.empty((len(self), *self.images.shape[1:]), dtype=self.images.dtype, device=device)
+        for start in range(0, len(self), GATHER_ROWS):
+            chunk = slice(start, start + GATHER_ROWS)
+            images[chunk] = self.images[chunk if self.rows is None else self.rows[chunk]]
+        others = {
+            field.name: getattr(self, field.name) for field in fields(self) if field.name not in ("images", "rows")
+        }
+        return replace(self, images=images, rows=None, **{name: tensor.to(device) for name, tensor in others.items()})
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,12 @@ class Data:
     num_classes: int
     group_names: list[str]  # the name of each subgroup index, used in metric names
     source: str  # where the images came from, recorded with the results
+    # What the data set was made from, the same whatever the seed: a hash of the files it was read from
+    # (`hash_files()`), or how it was made. Results of another origin are never pooled with these.
+    origin: str
+    # The fingerprint of the prepared tensors that the splits' images are taken from, where it is known
+    # without reading them (the cache stores it: see `load_or_build`); None: `fingerprint()` hashes the images.
+    prepared_fingerprint: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -67,15 +95,20 @@ class Data:
 
     def fingerprint(self) -> str:
         """A hash of every tensor of every split: the same data, wherever it was read from, has the same one.
-        (About 0.1 s for CMNIST's 56 MB.)"""
+        The images count by `prepared_fingerprint` where it is known: a run does not read all of its data to
+        know which data it is (the rest, labels and index lists, takes milliseconds)."""
         import torch
 
         digest = hashlib.sha256(f"{self.source} {self.num_classes} {self.group_names}".encode())
+        digest.update(f"prepared {self.prepared_fingerprint}".encode())
         for split in (self.train, self.val, self.test):
             for field in fields(split):
-                tensor: Tensor = getattr(split, field.name)
+                tensor: Tensor | None = getattr(split, field.name)
+                if tensor is None:
+                    continue
                 digest.update(f"{field.name} {tensor.dtype} {list(tensor.shape)}".encode())
-                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
+                if field.name != "images" or self.prepared_fingerprint is None:
+                    digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
         return digest.hexdigest()
 
 
@@ -90,7 +123,7 @@ class DataModule(ABC):
 
     def __post_init__(self) -> None:
         # `~` and relative paths mean what they mean where the program was started, even with hydra.job.chdir=True.
-        self.root = user_path(self.root)
+        self.root = user_path(self.root, "dm.root")
         if self.default_res < 1:
             raise UserError(f"dm.default_res={self.default_res} must be 1 or more.")
 
@@ -108,6 +141,16 @@ class DataModule(ABC):
         """The shape of one image as the model sees it, known before the data is prepared: colour images
         of `default_res` pixels (a data module of other images overrides this)."""
         return 3, self.default_res, self.default_res
+
+
+def hash_files(files: Iterable[Path]) -> str:
+    """A hash of the contents of `files`, in order: the same files, wherever they are, give the same one."""
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def check_seed(key: str, seed: int) -> None:

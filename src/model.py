@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Activation", "FcnFactory", "ModelFactory", "Norm", "SimpleCNNFactory"]
 
+POOL = 2  # the max-pooling window of SimpleCNNFactory's blocks
+
 
 class Activation(Enum):
     """Activation functions, by the name of their `torch.nn` class."""
@@ -126,17 +128,18 @@ class SimpleCNNFactory(ModelFactory):
     def build(self, input_shape: tuple[int, int, int], *, out_dim: int) -> nn.Sequential:
         from torch import nn
 
+        self._check_fits(input_shape)
         channels, height, width = input_shape
         layers: list[nn.Module] = []
         for out_channels in (6, 16):
             layers += [
                 nn.Conv2d(channels, out_channels, self.kernel_size),
                 self.activation.build(),
-                nn.MaxPool2d(kernel_size=2, stride=self.pool_stride),
+                nn.MaxPool2d(kernel_size=POOL, stride=self.pool_stride),
             ]
             channels = out_channels
             # The flattened size follows from the input shape, so any `dm.default_res` works.
-            height, width = self._block_output(height, input_shape), self._block_output(width, input_shape)
+            height, width = self._block_output(height), self._block_output(width)
         layers += [
             nn.Flatten(),
             nn.Linear(channels * height * width, 120),
@@ -147,13 +150,48 @@ class SimpleCNNFactory(ModelFactory):
         ]
         return nn.Sequential(*layers)
 
-    def _block_output(self, side: int, input_shape: tuple[int, int, int]) -> int:
-        """Side length after one convolution and pooling block; an error if nothing is left."""
-        after_conv = side - self.kernel_size + 1
-        if after_conv < 2:
+    def _block_output(self, side: int) -> int:
+        """Side length after one block of convolution and pooling."""
+        return _after_block(side, self.kernel_size, self.pool_stride)
+
+    def _check_fits(self, input_shape: tuple[int, int, int]) -> None:
+        """Refuse images too small for the two blocks, naming what makes them so: the kernel, where even a
+        stride of 1 would leave nothing to pool; else the stride (and the kernel, where a smaller one fits)."""
+        images = f"{input_shape[1]}x{input_shape[2]}"
+        side = min(input_shape[1:])  # the shorter side is the first to run out
+        kernel, stride = self.kernel_size, self.pool_stride
+        if _fits(side, kernel, stride):
+            return
+        if not _fits(side, kernel, 1):
             raise UserError(
-                f"model.kernel_size={self.kernel_size} is too large for {input_shape[1]}x"
-                f"{input_shape[2]} images: two convolution blocks leave nothing to pool. "
-                "Use a smaller model.kernel_size or a larger dm.default_res."
+                f"model.kernel_size={kernel} is too large for {images} images: two convolution blocks leave nothing "
+                "to pool. Use a smaller model.kernel_size or a larger dm.default_res."
             )
-        return (after_conv - 2) // self.pool_stride + 1
+        smaller_kernel = next((size for size in range(kernel - 1, 0, -1) if _fits(side, size, stride)), None)
+        largest_stride = next(size for size in range(stride - 1, 0, -1) if _fits(side, kernel, size))
+        cause = f"model.pool_stride={stride}"
+        fixes = [_at_most("model.pool_stride", largest_stride)]
+        if smaller_kernel:  # the kernel, too, makes the images small: name it
+            cause = f"model.kernel_size={kernel} with {cause}"
+            fixes.insert(0, _at_most("model.kernel_size", smaller_kernel))
+        first = "x".join(str(self._block_output(length)) for length in input_shape[1:])
+        raise UserError(
+            f"{cause} shrinks {images} images to {first} in the first convolution block, too small for the second: "
+            f"use {', or '.join(fixes)}, or a larger dm.default_res."
+        )
+
+
+def _after_block(side: int, kernel: int, stride: int) -> int:
+    """Side length after a block of a convolution of `kernel` and a pooling of `stride`; 0 where the convolution
+    leaves less than the pooling needs."""
+    after_conv = side - kernel + 1
+    return 0 if after_conv < POOL else (after_conv - POOL) // stride + 1
+
+
+def _at_most(key: str, largest: int) -> str:
+    return f"{key}={largest}" if largest == 1 else f"{key}={largest} or less"
+
+
+def _fits(side: int, kernel: int, stride: int) -> bool:
+    """Whether two blocks leave something of images whose shorter side is `side`."""
+    return _after_block(_after_block(side, kernel, stride), kernel, stride) >= 1

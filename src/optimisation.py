@@ -45,6 +45,11 @@ class OptimisationCfg:
             raise UserError(f"opt.epochs={self.epochs} must be 1 or more.")
         if self.batch_size < 1:
             raise UserError(f"opt.batch_size={self.batch_size} must be 1 or more.")
+        for key in ("lr", "weight_decay"):
+            if key in (self.optimizer_kwargs or {}):  # one of the two would be ignored
+                raise UserError(
+                    f"opt.optimizer_kwargs={self.optimizer_kwargs} sets {key}, as opt.{key} does: set it there."
+                )
         module_name = self.optimizer_cls.rpartition(".")[0]
         trusted = TRUSTED_OPTIMIZER_MODULES
         if not any(module_name == module or module_name.startswith(f"{module}.") for module in trusted):
@@ -57,21 +62,40 @@ class OptimisationCfg:
         """Build the optimiser for the given parameters, in its fastest implementation for their device:
         the fused one (one pass over the weights per step instead of several) where the optimiser has
         one for that device, else PyTorch's choice (the foreach one on GPUs). An explicit `fused` or
-        `foreach` in `optimizer_kwargs` wins."""
+        `foreach` in `optimizer_kwargs` wins.
+
+        Whatever the optimiser raises for the user's settings, as it is built or at its first step (torch
+        checks some settings only there), is one line that names the settings it was given: a step is taken
+        first on a one-element parameter of the same device and dtype."""
         optimizer_cls = self._optimizer_cls()
         params = list(params)
-        kwargs = self.optimizer_kwargs or {}
+        arguments = self._arguments(optimizer_cls)
 
         def make(tensors: list[Tensor], **implementation: bool) -> Optimizer:
-            settings = kwargs | implementation
-            return optimizer_cls(tensors, lr=self.lr, weight_decay=self.weight_decay, **settings)
+            return optimizer_cls(tensors, **(arguments | implementation))
 
-        try:
-            optimizer = make(params, **self._fastest_implementation(make, params))
-        except (TypeError, ValueError) as error:
-            raise UserError(f"opt.optimizer_kwargs={kwargs} do not fit {self.optimizer_cls}: {error}") from None
+        implementation = self._fastest_implementation(make, params)
+        if params:
+            problem = _why_no_step(make, params[0], **implementation)
+            if problem is not None:
+                given = ", ".join(f"opt.{key}={value}" for key, value in self._given(arguments).items())
+                raise UserError(f"{self.optimizer_cls} cannot train with {given}: {problem}")
+        optimizer = make(params, **implementation)
         optimizer.register_load_state_dict_pre_hook(_keep_implementation)
         return optimizer
+
+    def _arguments(self, optimizer_cls: Callable[..., Optimizer]) -> dict[str, Any]:
+        """The optimiser's keyword arguments: `lr`, `weight_decay` where it takes one (or is given one: it then
+        refuses it) and `optimizer_kwargs`."""
+        kwargs = self.optimizer_kwargs or {}
+        takes_weight_decay = "weight_decay" in inspect.signature(optimizer_cls).parameters
+        weight_decay = {"weight_decay": self.weight_decay} if takes_weight_decay or self.weight_decay else {}
+        return {"lr": self.lr, **weight_decay, **kwargs}
+
+    def _given(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The settings that made `arguments`, as the user gave them."""
+        given = {key: arguments[key] for key in ("lr", "weight_decay") if key in arguments}
+        return given | ({"optimizer_kwargs": self.optimizer_kwargs} if self.optimizer_kwargs else {})
 
     def _fastest_implementation(self, make: Callable[..., Optimizer], params: list[Tensor]) -> dict[str, bool]:
         """`{"fused": True}` where the optimiser has a fused kernel for the parameters' device; else nothing
@@ -80,7 +104,7 @@ class OptimisationCfg:
         if not params:
             return {}
         if kwargs.get("fused"):  # it would fail at the first step where there is no such kernel: say so now
-            problem = _why_not_fused(make, params[0])
+            problem = _why_no_step(make, params[0])
             if problem is not None:
                 raise UserError(
                     f"opt.optimizer_kwargs={kwargs}: {self.optimizer_cls} cannot be fused here ({problem}); "
@@ -90,7 +114,7 @@ class OptimisationCfg:
         takes_fused = "fused" in inspect.signature(self._optimizer_cls()).parameters
         if "foreach" in kwargs or "fused" in kwargs or not takes_fused:
             return {}
-        return {"fused": True} if _why_not_fused(make, params[0]) is None else {}
+        return {"fused": True} if _why_no_step(make, params[0], fused=True) is None else {}
 
     def _optimizer_cls(self) -> Callable[..., Optimizer]:
         """The class that `optimizer_cls` names; an error if it names no optimiser."""
@@ -110,22 +134,22 @@ class OptimisationCfg:
         return cast(Callable[..., Optimizer], optimizer_cls)
 
 
-def _why_not_fused(make: Callable[..., Optimizer], param: Tensor) -> str | None:
-    """Why `make(params, fused=True)` cannot step on `param`'s device and dtype, or None if it can
-    (settings that fit no implementation raise their TypeError or ValueError).
+def _why_no_step(make: Callable[..., Optimizer], param: Tensor, **implementation: bool) -> str | None:
+    """Why `make(params, **implementation)` cannot be built, or cannot step on `param`'s device and dtype; None
+    if it can.
 
-    Only a step tells: PyTorch's optimisers check the device at their first step, not when they are
-    built, and the devices differ between optimisers (Adagrad's fused kernel is for the CPU only). So
-    one step is taken on a one-element parameter of the same device and dtype.
+    Only a step tells: PyTorch's optimisers check some settings at their first step, not when they are built
+    (`differentiable`, a fused kernel for the device: Adagrad's is for the CPU only; LBFGS's step needs a
+    closure). So one step is taken on a one-element parameter of the same device and dtype.
     """
     import torch
 
     probe = torch.zeros(1, device=param.device, dtype=param.dtype, requires_grad=True)
     probe.grad = torch.ones_like(probe)
     try:
-        make([probe], fused=True).step()
-    except RuntimeError as error:  # no fused kernel here, or settings that exclude one (`differentiable`)
-        return str(error).splitlines()[0]
+        make([probe], **implementation).step()
+    except Exception as error:  # whatever the optimiser's code raises for these settings
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return None
 
 

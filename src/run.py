@@ -4,6 +4,7 @@ and return the validation accuracy."""
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,13 +14,15 @@ from omegaconf import DictConfig
 from src.checks.schema import checked_config
 from src.common.paths import shown
 from src.config import Config
-from src.records.metrics import FINISHED, INTERRUPTED, METRIC, METRICS_FILE, PRUNED, RunResult
+from src.records.metrics import FINISHED, INTERRUPTED, METRIC, METRICS_FILE, PRUNED
 
 if TYPE_CHECKING:
+    import torch
+
     from src.data import Data
     from src.training.checkpoint import Checkpoint
     from src.training.distributed import World
-    from src.training.loop import TrainingState
+    from src.training.loop import Metrics, TrainingState
     from src.training.reporters import Reporters
     from src.training.stopping import StopRequest
 
@@ -39,7 +42,9 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
     assert isinstance(cfg, Config)
 
     # Imported here, not at the top, so that `--help` and rejected overrides never wait for torch.
+    from src.records.identity import code_identity
     from src.records.run_directory import RunDirectory
+    from src.sweeps.continuation import bind_to_sweep
     from src.training.checkpoint import CHECKPOINT_FILE, Checkpoint
     from src.training.distributed import World
     from src.training.reporters import Reporters
@@ -65,20 +70,27 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
         log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
         with directory.accepting():
             data, state = _build(cfg, checkpoint, world)
+            device = next(state.model.parameters()).device
+            if world.is_main:  # which writes the results, and so what they belong to
+                checkpoint.bind_code(code_identity(_device_name(device), path))
+                bind_to_sweep(checkpoint.data)
             reporters = Reporters.start(
-                cfg.wandb, logged_config, data, state, epochs=cfg.opt.epochs, checkpoint=checkpoint, world=world
+                cfg.wandb, logged_config, state, epochs=cfg.opt.epochs, checkpoint=checkpoint, world=world
             )
         try:
-            with stop_on_signals() as stop, world.joined(next(state.model.parameters()).device):
-                result = _train_and_test(cfg, data, state, checkpoint, reporters, stop=stop, world=world)
+            with stop_on_signals() as stop, world.joined(device):
+                status, metrics = _train_and_test(cfg, data, state, checkpoint, reporters, stop=stop, world=world)
         except BaseException:
             reporters.end(None)
             raise
+        result = checkpoint.result(status, state.epoch, metrics)
         reporters.end(result)
         if world.is_main:
             directory.save_result(result)
         if result.status == INTERRUPTED:
             stop.end_run(checkpoint.path, path, world)
+        if stop.cause is signal.SIGINT:  # Ctrl-C after the last step, as the run tested: its result is saved
+            raise KeyboardInterrupt
     log.info(f"Final {METRIC}={result.value:.4f} (all metrics: {shown(path / METRICS_FILE)})")
     return result.value
 
@@ -94,13 +106,15 @@ def _build(cfg: Config, checkpoint: Checkpoint, world: World) -> tuple[Data, Tra
     torch.manual_seed(cfg.seed)  # pyright: ignore[reportUnknownMemberType] (model initialisation, dropout)
     use_deterministic_kernels()
     device = world.device(cfg.gpu)
-    check_data_and_weights_fit(cfg.dm, cfg.model, device)
+    check_data_and_weights_fit(cfg.dm, cfg.model, device, world)
     data = cfg.dm.build(seed=cfg.seed)
     checkpoint.bind_data(data)
     model = cfg.model.build(data.input_shape, out_dim=data.num_classes)
     batch_size = min(cfg.opt.batch_size, len(data.train))
     check_batch_sizes(model, num_train=len(data.train), batch_size=batch_size)
-    check_batch_fits(model, data.input_shape, batch_size=batch_size, device=device, data_bytes=cfg.dm.memory_needed())
+    check_batch_fits(
+        model, data.input_shape, batch_size=batch_size, device=device, data_bytes=cfg.dm.memory_needed(), world=world
+    )
     model = world.prepare(model.to(device), device, seed=cfg.seed)
     log.info(f"Model architecture:\n{model}")
     state = TrainingState(
@@ -121,10 +135,10 @@ def _train_and_test(
     *,
     stop: StopRequest,
     world: World,
-) -> RunResult:
-    """Train from `state`, saving a checkpoint after each epoch, then test. A signal stops training after the
-    current step (the checkpoint is saved then: the result is `interrupted`), and the study's pruner after an
-    epoch (`pruned`, with the metrics of that epoch)."""
+) -> tuple[str, Metrics]:
+    """Train from `state`, saving a checkpoint after each epoch, then test; the run's status and final metrics.
+    A signal stops training after the current step (the checkpoint is saved then: `interrupted`, without
+    metrics), and the study's pruner after an epoch (`pruned`, with the metrics of that epoch)."""
     from src.training.loop import check_finite, evaluate, fit
 
     fit(
@@ -135,13 +149,19 @@ def _train_and_test(
         stop_requested=lambda: stop.agree(world) or reporters.pruned,
         world=world,
     )
-    source = data.source
     if reporters.pruned:
-        return RunResult(PRUNED, state.epoch, source, state.history[-1])
+        return PRUNED, state.history[-1]
     if state.epoch < cfg.opt.epochs:  # stopped by a signal
         checkpoint.save(state)
-        return RunResult(INTERRUPTED, state.epoch, source)
+        return INTERRUPTED, {}
     test_metrics = evaluate(state.model, data.test, data.group_names, prefix="test", world=world)
     check_finite(test_metrics, "on the test set")
     reporters.end_test(test_metrics)
-    return RunResult(FINISHED, state.epoch, source, state.history[-1] | test_metrics)
+    return FINISHED, state.history[-1] | test_metrics
+
+
+def _device_name(device: torch.device) -> str:
+    """The device, as a result records it: `cpu`, or the GPU's model."""
+    import torch
+
+    return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type

@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from src.checks.credentials import wandb_api_keys
 from src.common.errors import UserError
 from src.common.paths import user_path
 
@@ -26,6 +27,15 @@ class WandbMode(Enum):
     ONLINE = "online"
 
 
+# The names of W&B's settings (which its refusals name) that are not the names of ours (`WandbCfg`).
+W_AND_B_NAMES = {
+    "run_name": "name",
+    "root_dir": "dir",
+    "run_id": "id",
+    "run_group": "group",
+    "run_tags": "tags",
+    "run_job_type": "job_type",
+}
 # W&B's older names for two modes, which WANDB_MODE may still hold.
 MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 
@@ -68,9 +78,12 @@ class WandbCfg:
         if mode is WandbMode.DISABLED:
             return None  # skip importing wandb, which takes a second
         import wandb
+        from pydantic import ValidationError
         from wandb.errors import CommError, UsageError
 
-        directory = user_path(self.dir)  # relative to where the program was started, even with hydra.job.chdir
+        directory = user_path(
+            self.dir, "wandb.dir"
+        )  # relative to where the program was started, even with hydra.job.chdir
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -97,15 +110,26 @@ class WandbCfg:
                 settings=wandb.Settings(init_timeout=init_timeout, silent=True),
             )
         except UsageError as error:
-            raise UserError(
-                f"W&B cannot start in {mode.value} mode: {error} (Or set WANDB_API_KEY, or use wandb.mode=offline.)"
-            ) from None
+            raise UserError(f"W&B cannot start in {mode.value} mode: {error}{_advice(mode)}") from None
+        except ValidationError as error:  # W&B checks its settings with pydantic
+            problem = error.errors()[0]
+            setting = str(problem["loc"][0]) if problem["loc"] else ""
+            ours = f"wandb.{W_AND_B_NAMES.get(setting, setting)}"
+            reason = str(problem["msg"]).removeprefix("Value error, ")
+            raise UserError(f"W&B refuses {ours}: {reason}; change it.") from None
         except CommError as error:
             reason = str(error).splitlines()[0]
             raise UserError(
                 f"W&B could not reach its server within {init_timeout:.0f} s ({reason}); "
                 "check the network or WANDB_INIT_TIMEOUT, or use wandb.mode=offline."
             ) from None
+
+
+def _advice(mode: WandbMode) -> str:
+    """What to do where W&B cannot start: online without an API key, say so (W&B's own words are `wandb login`)."""
+    if mode is not WandbMode.ONLINE or wandb_api_keys():
+        return ""
+    return " (Online, W&B needs your API key: set WANDB_API_KEY, or use wandb.mode=offline.)"
 
 
 def _saved_mode() -> str | None:

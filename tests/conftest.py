@@ -1,13 +1,13 @@
-"""Shared fixtures: small MNIST files in the real IDX format, and two ways to run the program: `run_main`
-runs `main.py` as a user does, in a subprocess; `train` calls `run()` in this process, on a config
-composed by Hydra's compose API, for tests where a subprocess adds nothing but time. For the tests on the
-local SLURM cluster, `slurm_env` and `sweep_dir`."""
+"""Shared fixtures: small MNIST files in the real IDX format (and a copy of real MNIST), and two ways to run
+the program: `run_main` runs `main.py` as a user does, in a subprocess; `train` calls `run()` in this
+process, on a config composed by Hydra's compose API, for tests where a subprocess adds nothing but time.
+For the tests on the local SLURM cluster, `slurm_env` and `sweep_dir`."""
 
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +18,10 @@ from src.config import register_configs
 from src.datasets.digits import MNIST_FILES, synthetic_digits
 from src.run import run
 from tests.celeba_folder import write_celeba
+from tests.helpers import REAL_MNIST, REPO, SWEEP_DIR, RunMain, Train, program_env, write_idx
 from tests.slurm_cluster import cluster_env
 
-REPO = Path(__file__).resolve().parents[1]
-# Relative to the directory `run_main` runs in, a new one for each test: a fresh cluster numbers
-# its jobs from 1 again, so two runs must never share the `.submitit/<job id>` folders.
-SWEEP_DIR = "sweep"
-RunMain = Callable[..., subprocess.CompletedProcess[str]]
-Train = Callable[..., float]
 register_configs()  # once per process, as main.py does: the ConfigStore is a process-wide singleton
-
-
-def write_idx(path: Path, array: torch.Tensor) -> None:
-    """Write a uint8 tensor as an IDX file: zero, type 0x08 (ubyte), rank, big-endian sizes, data."""
-    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(size.to_bytes(4, "big") for size in array.shape)
-    path.write_bytes(header + array.contiguous().numpy().tobytes())
 
 
 @pytest.fixture(scope="session")
@@ -52,22 +41,15 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def program_trusting(module: str, directory: Path) -> Path:
-    """A copy of the program (main.py, src/, conf/) in `directory`, whose src/optimisation.py also trusts
-    `module`, as a user who adds an optimiser of their own edits it; the copy's main.py."""
-    directory.mkdir(parents=True)
-    for name in ("main.py", "src", "conf"):
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(REPO / name, directory / name)
-    optimisation = directory / "src" / "optimisation.py"
-    trusted = 'TRUSTED_OPTIMIZER_MODULES = ("torch.optim",)'
-    assert trusted in optimisation.read_text()
-    optimisation.write_text(
-        optimisation.read_text().replace(trusted, f'TRUSTED_OPTIMIZER_MODULES = ("torch.optim", "{module}")')
-    )
-    return directory / "main.py"
+@pytest.fixture(scope="session")
+def real_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a copy of real MNIST, from the folder `shared/data/` beside the checkout (on every
+    development machine, and in CI); the test is skipped, saying why, where there is none."""
+    if not REAL_MNIST.is_dir():
+        pytest.skip(f"no real MNIST in {REAL_MNIST}: the documents' figures, measured on it, are not compared")
+    root = tmp_path_factory.mktemp("real_data")
+    shutil.copytree(REAL_MNIST, root / "MNIST" / "raw")
+    return root
 
 
 @pytest.fixture
@@ -78,11 +60,10 @@ def run_main(mnist_root: Path, tmp_path: Path) -> RunMain:
     def run(
         *args: str, env: dict[str, str] | None = None, timeout: float = 300, program: Path = REPO / "main.py"
     ) -> subprocess.CompletedProcess[str]:
-        full_env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"} | (env or {})
         return subprocess.run(
             [sys.executable, str(program), *args],
             cwd=tmp_path,
-            env=full_env,
+            env=program_env(mnist_root, env),
             capture_output=True,
             text=True,
             timeout=timeout,

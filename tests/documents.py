@@ -5,7 +5,6 @@ the output contains, in this order, once times, dates and measured numbers are b
 after a comment `<!-- excerpt: PATH -->` shows lines of that file, in its order (`...` for lines left out);
 one after `<!-- recipe: ... -->` is code that tests/test_recipes.py adds to a copy of the project."""
 
-import os
 import re
 import shlex
 import subprocess
@@ -13,9 +12,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO, program_env
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# A metric as the program prints it, to four places: a figure measured on real MNIST.
+FIGURE = re.compile(r"\b\d\.\d{4}\b")
 # A fenced block, and the comment right before it (`<!-- excerpt: ... -->`, `<!-- recipe: ... -->`) if any.
 BLOCK = re.compile(r"(?:^<!-- (\w+): (.+?) -->\n)?^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -35,6 +36,11 @@ class Example:
     expected_outputs: tuple[tuple[str, ...], ...]
     documents: tuple[str, ...]
     recipe: bool  # the command needs code that a recipe adds: tests/test_recipes.py runs it
+
+    @property
+    def shows_figures(self) -> bool:
+        """Whether its output shows figures measured on real MNIST (metrics, as the program prints them)."""
+        return any(FIGURE.search(line) for output in self.expected_outputs for line in output)
 
 
 def blocks(document: Path) -> list[Block]:
@@ -69,17 +75,19 @@ def examples() -> list[Example]:
     return list(found.values())
 
 
-def normalise(line: str) -> str:
-    """Blur what changes from run to run: times, dates and measured numbers."""
+def normalise(line: str, *, figures: bool) -> str:
+    """Blur what changes from run to run: times and dates, and, unless `figures` are compared, numbers."""
     line = re.sub(r"\d{4}-\d{2}-\d{2}[ /]\d{2}[:-]\d{2}[:-]\d{2}(,\d{3})?", "<time>", line)
-    line = re.sub(r"\d+\.\d+", "<number>", line)
+    if not figures:
+        line = re.sub(r"\d+\.\d+", "<number>", line)
     return " ".join(line.split())
 
 
-def assert_contains_in_order(output: str, expected: tuple[str, ...]) -> None:
-    remaining = iter(normalise(line) for line in output.splitlines())
+def assert_contains_in_order(output: str, expected: tuple[str, ...], *, figures: bool = False) -> None:
+    """The `expected` lines are among the output's, in this order; `figures`: with every number as shown."""
+    remaining = iter(normalise(line, figures=figures) for line in output.splitlines())
     for line in expected:
-        wanted = normalise(line)
+        wanted = normalise(line, figures=figures)
         assert any(wanted == actual for actual in remaining), f"not printed (in this order): {line!r}\n{output}"
 
 
@@ -92,7 +100,7 @@ def run_main(
     return subprocess.run(
         [sys.executable, str(project / "main.py"), *words[2:], *extra_args],
         cwd=cwd,
-        env=os.environ | {"HYDRA_EXAMPLE_DATA": str(data_root), "WANDB_SILENT": "true"},
+        env=program_env(data_root),
         capture_output=True,
         text=True,
         timeout=600,

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 from src.common.errors import UserError
-from src.data import Data
-from src.datasets import cache
+from src.data import Data, Split
+from src.datasets import cache, celeba_files
 from src.datasets.celeba import CelebADataModule, CelebAttr
 from tests.celeba_folder import (
     HIGH,
@@ -23,7 +24,7 @@ from tests.celeba_folder import (
     write_celeba,
     write_lines,
 )
-from tests.conftest import RunMain
+from tests.helpers import RunMain
 
 
 @pytest.fixture
@@ -52,8 +53,14 @@ def build(
     return dm.build(seed=0)
 
 
+def images_of(split: Split) -> torch.Tensor:
+    """The split's images, in its order: rows of the images that all splits share."""
+    assert split.rows is not None  # an index list, not a copy of the split's images
+    return split.images[split.rows]
+
+
 def cache_files(fake: FakeCelebA) -> list[Path]:
-    return sorted((fake.root / "cache").glob("*.pt"))
+    return sorted((fake.root / "cache").glob("*.tensors"))
 
 
 @pytest.mark.parametrize(
@@ -70,7 +77,7 @@ def test_every_split_holds_the_images_labels_and_groups_written(
     data = build(fake, superclass=superclass, subclass=subclass)
     for index, split in enumerate((data.train, data.val, data.test)):
         expected = (fake.partition == index).nonzero().squeeze(1)  # the official partition, in file order
-        assert torch.equal(image_indices(split.images), expected)
+        assert torch.equal(image_indices(images_of(split)), expected)
         assert torch.equal(split.labels, fake.column(superclass)[expected].long())
         assert torch.equal(split.groups, fake.column(subclass)[expected].long())
     assert data.num_classes == 2
@@ -81,7 +88,7 @@ def test_every_split_holds_the_images_labels_and_groups_written(
 
 @pytest.mark.parametrize("res", [8, 64, 200])
 def test_images_are_the_centre_square_resized(fake: FakeCelebA, res: int) -> None:
-    images = build(fake, default_res=res).train.images
+    images = images_of(build(fake, default_res=res).train)
     indices = image_indices(images)
     expected = torch.stack(
         [
@@ -99,18 +106,64 @@ def test_images_are_the_centre_square_resized(fake: FakeCelebA, res: int) -> Non
     assert deviation[:, :, res // 2].max() <= 3
 
 
+def test_the_splits_are_index_lists_over_one_memory_mapped_copy_of_the_images(fake: FakeCelebA) -> None:
+    data = build(fake)
+    [cache] = cache_files(fake)
+    splits = (data.train, data.val, data.test)
+    images = data.train.images
+    assert all(split.images is images for split in splits)  # one tensor of all the images, no copy per split
+    assert len(images) == len(fake.partition)
+    rows = torch.cat([split.rows for split in splits if split.rows is not None])
+    assert torch.equal(rows.sort().values, torch.arange(len(fake.partition)))
+    # Its memory is the cache file's, mapped: the processes of a node share its pages.
+    address = images.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        start, end = (int(bound, 16) for bound in line.split()[0].split("-"))
+        if start <= address < end:
+            assert line.endswith(str(cache))
+            break
+    else:
+        pytest.fail("the images are in no mapping")
+    # On the CPU, training and evaluation use the split as it is.
+    assert all(split.to(torch.device("cpu")) is split for split in splits)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA, which this machine lacks (docs/gpu.md)")
+def test_a_split_moved_to_a_gpu_holds_its_own_images_only(fake: FakeCelebA) -> None:
+    val = build(fake).val
+    on_gpu = val.to(torch.device("cuda", 0))
+    assert on_gpu.rows is None
+    assert torch.equal(on_gpu.images.cpu(), images_of(val))
+    assert torch.equal(on_gpu.labels.cpu(), val.labels)
+    assert torch.equal(on_gpu.batch(slice(2, 5)).cpu(), val.batch(slice(2, 5)))
+
+
+def test_decoding_reports_its_progress_in_images_per_second_and_time_left(
+    fake: FakeCelebA, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(celeba_files, "CHUNK", 8)  # six chunks of the 48 images
+    monkeypatch.setattr(celeba_files, "PROGRESS_S", 0.0)  # a line after each but the last
+    caplog.set_level(logging.INFO)
+    build(fake)
+    progress = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Decoding CelebA:")]
+    assert [line.split(" images,")[0] for line in progress] == [f"Decoding CelebA: {n} of 48" for n in range(8, 48, 8)]
+    assert all(re.fullmatch(r".* images, [\d,]+ images/s, \d+ s left\.", line) for line in progress), progress
+    assert re.search(r"Decoded 48 images in \d+ s \([\d,]+ images/s\)\.", caplog.text)
+
+
 def test_split_seed_reshuffles_the_official_partition(fake: FakeCelebA) -> None:
     official = build(fake)
     resplit = build(fake, split_seed=1)
     splits = (resplit.train, resplit.val, resplit.test)
     assert [len(split) for split in splits] == [len(official.train), len(official.val), len(official.test)]
-    indices = torch.cat([image_indices(split.images) for split in splits])
+    indices = torch.cat([image_indices(images_of(split)) for split in splits])
     assert torch.equal(indices.sort().values, torch.arange(len(fake.partition)))  # every image, once
-    assert not torch.equal(image_indices(resplit.val.images), image_indices(official.val.images))
+    assert not torch.equal(image_indices(images_of(resplit.val)), image_indices(images_of(official.val)))
     for split in splits:
-        assert torch.equal(split.labels, fake.column(CelebAttr.SMILING)[image_indices(split.images)].long())
+        assert torch.equal(split.labels, fake.column(CelebAttr.SMILING)[image_indices(images_of(split))].long())
     same_seed = build(fake, split_seed=1)
-    assert torch.equal(same_seed.val.images, resplit.val.images)
+    assert torch.equal(images_of(same_seed.val), images_of(resplit.val))
 
 
 def test_the_cache_is_read_on_later_runs_and_keyed_by_the_resolution(
@@ -126,7 +179,7 @@ def test_the_cache_is_read_on_later_runs_and_keyed_by_the_resolution(
     caplog.clear()
     second = build(fake)
     assert f"Read the prepared data from the cache {cache}." in caplog.text
-    assert torch.equal(second.train.images, first.train.images)
+    assert torch.equal(images_of(second.train), images_of(first.train))
     assert torch.equal(second.test.labels, first.test.labels)
     with pytest.raises(UserError, match="is not a readable image"):
         build(fake, default_res=24)  # another resolution: another cache, so the images are decoded
@@ -142,18 +195,33 @@ def test_a_changed_attribute_file_is_not_served_from_the_old_cache(fake: FakeCel
     # A second later, as an edit by hand would be: file-system clocks can be too coarse to tell otherwise.
     os.utime(attr_file, ns=(attr_file.stat().st_atime_ns, attr_file.stat().st_mtime_ns + 1_000_000_000))
     train = build(fake).train
-    assert train.labels[image_indices(train.images) == 1].item() == int(fake.column(CelebAttr.SMILING)[1])
+    assert train.labels[image_indices(images_of(train)) == 1].item() == int(fake.column(CelebAttr.SMILING)[1])
     assert len(cache_files(fake)) == 2
 
 
 def test_a_damaged_cache_is_rebuilt(fake: FakeCelebA, caplog: pytest.LogCaptureFixture) -> None:
-    first = build(fake)
+    first = images_of(build(fake).val)  # gathered: a copy in memory, not the mapped file damaged next
     [cache] = cache_files(fake)
     cache.write_bytes(cache.read_bytes()[:1000])
     second = build(fake)
     assert f"the cache {cache} is damaged" in caplog.text
-    assert torch.equal(second.val.images, first.val.images)
+    assert torch.equal(images_of(second.val), first)
     assert cache.stat().st_size > 1000
+
+
+def test_where_no_cache_can_be_written_the_data_is_prepared_in_memory_with_a_warning(
+    fake: FakeCelebA, caplog: pytest.LogCaptureFixture
+) -> None:
+    cached = build(fake)
+    fingerprint, images = cached.fingerprint(), images_of(cached.train)
+    other = write_celeba(fake.root.parent / "other")
+    (other.root / "cache").write_text("a file, where the cache folder would be")
+    in_memory = build(other)
+    assert "cannot use the cache" in caplog.text
+    assert "preparing the data without it." in caplog.text
+    # The worker processes decoded into memory that they share with this process.
+    assert torch.equal(images_of(in_memory.train), images)
+    assert in_memory.fingerprint() == fingerprint
 
 
 def _edit_line(name: str, number: int, edit: Callable[[str], str]) -> Callable[[FakeCelebA], None]:
@@ -275,7 +343,7 @@ def test_the_good_run_experiment_learns_on_celeba(run_main: RunMain, fake: FakeC
     assert result.returncode == 0, result.stderr
     assert "Cached the prepared data" in result.stdout
     record = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert record["data_source"] == "celeba"
+    assert record["data"]["source"] == "celeba"
     metrics = record["metrics"]
     assert metrics["val/acc"] > 0.5  # SMILING is balanced in every split: chance is 0.5
     assert metrics["test/acc"] > 0.5
@@ -296,7 +364,7 @@ def test_every_celeba_option_runs(run_main: RunMain, fake: FakeCelebA, tmp_path:
     for job in range(4):
         record = json.loads((tmp_path / "multi" / str(job) / "metrics.json").read_text())
         assert record["status"] == "finished"
-        assert record["data_source"] == "celeba"
+        assert record["data"]["source"] == "celeba"
         assert "val/acc_Male" in record["metrics"]
     # The first three share one cache: the label and subgroup are chosen after loading.
     assert sorted(path.name.split("-")[1] for path in cache_files(fake)) == ["32px", "64px"]
@@ -319,6 +387,7 @@ def test_one_attribute_as_label_and_subgroup_is_refused(run_main: RunMain, overr
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_missing_celeba_stops_the_run_with_one_line(run_main: RunMain, tmp_path: Path) -> None:
     result = run_main("+experiment=good_run", env={"HYDRA_EXAMPLE_DATA": str(tmp_path / "empty")})
     assert result.returncode == 1

@@ -8,9 +8,6 @@ import os
 import resource
 import shlex
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,60 +16,33 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from src.common.errors import UserError
 from src.training.checkpoint import CHECKPOINT_FILE, Checkpoint
-from src.training.loop import TrainingState
 from src.training.stopping import SLURM_STOP_SIGNAL, stop_on_signals
-from tests.conftest import REPO, RunMain, Train
-from tests.test_wandb import logged, read_records
+from tests.helpers import (
+    ONE_THREAD,
+    REPO,
+    STOPPABLE,
+    TINY,
+    RunMain,
+    Train,
+    metrics_record,
+    small_state,
+    start,
+    wait_for,
+)
+from tests.wandb_records import logged, read_records
 
-# Three epochs of about a second each: time to stop a run within its second epoch.
-ARGS = ("opt.epochs=3", "model.hidden_dim=256", "opt.batch_size=8", "model.dropout_prob=0.1")
-# One thread: much faster on a busy 2-core machine, and the same for every run compared.
-ENV = {"OMP_NUM_THREADS": "1"}
 WANDB = ("wandb.mode=offline", "wandb.dir=wb")
 TIMEOUT_S = 120
 
 
-def environment(mnist_root: Path) -> dict[str, str]:
-    return os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"} | ENV
-
-
-def start(mnist_root: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """Start `python main.py ARGS` in the background, as `run_main` runs it."""
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), *args],
-        cwd=cwd,
-        env=environment(mnist_root),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
-    """Wait until `path` exists; fail if the process ends first, or after TIMEOUT_S."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while not path.exists():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before {path.name} appeared:\n{process.communicate()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no {path.name} after {TIMEOUT_S} s")
-        time.sleep(0.01)
-
-
-def metrics_record(out: Path) -> dict[str, Any]:
-    return json.loads((out / "metrics.json").read_text())
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """The output directory and metrics.json of a run of ARGS that nothing stopped."""
+    """The output directory and metrics.json of a run of STOPPABLE that nothing stopped."""
     cwd = tmp_path_factory.mktemp("uninterrupted")
-    process = start(mnist_root, cwd, *ARGS, "hydra.run.dir=out")
+    process = start(mnist_root, cwd, *STOPPABLE, "hydra.run.dir=out", env=ONE_THREAD)
     stdout, stderr = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 0, stdout + stderr
     return cwd / "out", metrics_record(cwd / "out")
@@ -83,13 +53,13 @@ def test_a_killed_run_continues_to_the_same_metrics(
     uninterrupted: tuple[Path, dict[str, Any]], mnist_root: Path, run_main: RunMain, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    process = start(mnist_root, tmp_path, *ARGS, "hydra.run.dir=out")
+    process = start(mnist_root, tmp_path, *STOPPABLE, "hydra.run.dir=out", env=ONE_THREAD)
     wait_for(out / CHECKPOINT_FILE, process)  # written at the end of epoch 1, by a rename
     process.kill()  # SIGKILL: no handler, no clean-up
     process.communicate(timeout=TIMEOUT_S)
     assert not (out / "metrics.json").exists()  # killed within training
 
-    result = run_main(*ARGS, "hydra.run.dir=out", env=ENV)
+    result = run_main(*STOPPABLE, "hydra.run.dir=out", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     assert "Continuing from out/checkpoint.pt: 1 epoch and 0 steps done." in result.stdout
     assert metrics_record(out) == uninterrupted[1]  # every metric, bit for bit
@@ -100,7 +70,7 @@ def test_ctrl_c_saves_finishes_and_records_the_run_which_then_continues_to_the_s
     uninterrupted: tuple[Path, dict[str, Any]], mnist_root: Path, run_main: RunMain, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    process = start(mnist_root, tmp_path, *ARGS, *WANDB, "hydra.run.dir=out")
+    process = start(mnist_root, tmp_path, *STOPPABLE, *WANDB, "hydra.run.dir=out", env=ONE_THREAD)
     wait_for(out / CHECKPOINT_FILE, process)
     process.send_signal(signal.SIGINT)  # in epoch 2: training stops after the current step
     stdout, stderr = process.communicate(timeout=TIMEOUT_S)
@@ -109,13 +79,19 @@ def test_ctrl_c_saves_finishes_and_records_the_run_which_then_continues_to_the_s
     assert (
         "Interrupted: saved in out/checkpoint.pt; to continue, run: python main.py --experimental-rerun out" in stdout
     )
-    assert metrics_record(out) == {"status": "interrupted", "epoch": 1, "data_source": "mnist", "metrics": {}}
+    record = metrics_record(out)
+    assert (record["status"], record["epoch"], record["data"]["source"], record["metrics"]) == (
+        "interrupted",
+        1,
+        "mnist",
+        {},
+    )
     # The W&B run was finished, with the exit code.
     (interrupted,) = (tmp_path / "wb" / "wandb").glob("offline-run-*")
     exits = [record["exit"] for record in read_records(next(interrupted.glob("run-*.wandb"))) if "exit" in record]
     assert exits[0]["exitCode"] == 130
 
-    result = run_main("--experimental-rerun", "out", env=ENV)  # as the message says
+    result = run_main("--experimental-rerun", "out", env=ONE_THREAD)  # as the message says
     assert result.returncode == 0, result.stderr
     assert "Continuing from out/checkpoint.pt: 1 epoch and " in result.stdout
     assert metrics_record(out) == uninterrupted[1]
@@ -142,7 +118,7 @@ def test_a_checkpoint_is_only_continued_with_its_own_settings_and_the_refused_ru
 ) -> None:
     out = uninterrupted[0]
     before = snapshot(out)
-    result = run_main(*ARGS, "opt.lr=1e-3", "gpu=-1", f"hydra.run.dir={out}", env=ENV)
+    result = run_main(*STOPPABLE, "opt.lr=1e-3", "gpu=-1", f"hydra.run.dir={out}", env=ONE_THREAD)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"Error: {out / CHECKPOINT_FILE} is the checkpoint of a run with other settings (opt.lr: 5e-05 -> 0.001); "
@@ -151,7 +127,7 @@ def test_a_checkpoint_is_only_continued_with_its_own_settings_and_the_refused_ru
     # Not a byte, not a time: .hydra/ keeps the record of the run that is there, and its log is as it was.
     assert snapshot(out) == before
     # So Hydra's rerun of that run still works (a finished one tests its model again, to the same metrics).
-    rerun = run_main("--experimental-rerun", str(out), env=ENV)
+    rerun = run_main("--experimental-rerun", str(out), env=ONE_THREAD)
     assert rerun.returncode == 0, rerun.stderr
     assert metrics_record(out) == uninterrupted[1]
 
@@ -160,10 +136,10 @@ def test_a_checkpoint_is_only_continued_with_its_own_settings_and_the_refused_ru
 def test_a_second_run_in_an_output_directory_in_use_is_refused(
     mnist_root: Path, run_main: RunMain, tmp_path: Path
 ) -> None:
-    first = start(mnist_root, tmp_path, *ARGS, "opt.epochs=30", "hydra.run.dir=out")
+    first = start(mnist_root, tmp_path, *STOPPABLE, "opt.epochs=30", "hydra.run.dir=out", env=ONE_THREAD)
     wait_for(tmp_path / "out" / ".hydra" / "hydra.yaml", first)  # saved once it holds the directory
     before = snapshot(tmp_path / "out" / ".hydra")
-    second = run_main(*ARGS, "opt.epochs=30", "hydra.run.dir=out", env=ENV)
+    second = run_main(*STOPPABLE, "opt.epochs=30", "hydra.run.dir=out", env=ONE_THREAD)
     assert second.returncode == 1
     assert second.stderr.strip() == (
         "Error: another run is working in the output directory out: wait until it ends, or choose another output "
@@ -176,9 +152,6 @@ def test_a_second_run_in_an_output_directory_in_use_is_refused(
     assert (
         "Interrupted: saved in out/checkpoint.pt; to continue, run: python main.py --experimental-rerun out" in stdout
     )
-
-
-TINY = ("opt.epochs=1", "model.hidden_dim=16")
 
 
 def test_a_finished_run_run_again_reports_its_metrics_without_running(
@@ -215,13 +188,6 @@ def test_the_metrics_of_an_earlier_run_in_the_directory_are_not_reported(train: 
     assert metrics_record(out) == record
 
 
-def small_state(seed: int, width: int = 4) -> TrainingState:
-    torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]
-    model = nn.Linear(width, 2)
-    optimizer = torch.optim.AdamW(model.parameters())
-    return TrainingState(model=model, optimizer=optimizer, generator=torch.Generator().manual_seed(seed))
-
-
 @contextmanager
 def file_size_limit(limit: int) -> Generator[None]:
     """Writes beyond `limit` bytes fail part of the way, as on a disk that fills up (EFBIG, not a signal)."""
@@ -256,7 +222,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(
     saved.epoch = 2
     with pytest.raises(UserError) as error:
         if disk == "full":
-            (checkpoint.path.parent / f"{CHECKPOINT_FILE}.tmp").symlink_to("/dev/full")
+            (checkpoint.path.parent / f"{CHECKPOINT_FILE}.{os.getpid()}.tmp").symlink_to("/dev/full")
             checkpoint.save(saved)
         else:
             with file_size_limit(checkpoint.path.stat().st_size // 2):
@@ -266,7 +232,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact(
         f"could not save the checkpoint out/{CHECKPOINT_FILE} ({reason}); the one saved before, if any, is intact: "
         "make room, then to continue, call run() again with the same config and output_dir=out"
     )
-    assert not (checkpoint.path.parent / f"{CHECKPOINT_FILE}.tmp").exists()
+    assert not (checkpoint.path.parent / f"{CHECKPOINT_FILE}.{os.getpid()}.tmp").exists()
 
     restored = small_state(2, width=100_000)
     Checkpoint(path=checkpoint.path, config={"seed": 1}).restore(restored)  # the one of epoch 1
@@ -326,7 +292,7 @@ def test_outside_submitit_the_slurm_signal_keeps_its_default_action() -> None:
 def test_ctrl_c_in_a_multirun_stops_it_and_the_summary_shows_the_job_as_interrupted(
     mnist_root: Path, tmp_path: Path
 ) -> None:
-    process = start(mnist_root, tmp_path, "--multirun", "seed=1,2", *ARGS, "hydra.sweep.dir=sweep")
+    process = start(mnist_root, tmp_path, "--multirun", "seed=1,2", *STOPPABLE, "hydra.sweep.dir=sweep", env=ONE_THREAD)
     wait_for(tmp_path / "sweep" / "0" / CHECKPOINT_FILE, process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=TIMEOUT_S)
@@ -334,5 +300,5 @@ def test_ctrl_c_in_a_multirun_stops_it_and_the_summary_shows_the_job_as_interrup
     assert "Traceback" not in stdout + stderr
     with (tmp_path / "sweep" / "summary.csv").open(newline="") as file:
         assert [(row["job"], row["status"]) for row in csv.DictReader(file)] == [("0", "interrupted")]
-    command = ["python", str(REPO / "main.py"), "--multirun", "seed=1,2", *ARGS, "hydra.sweep.dir=sweep"]
+    command = ["python", str(REPO / "main.py"), "--multirun", "seed=1,2", *STOPPABLE, "hydra.sweep.dir=sweep"]
     assert stdout.rstrip().endswith(f"Interrupted jobs: 0; to continue the sweep, run: {shlex.join(command)}")

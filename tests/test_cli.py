@@ -13,7 +13,7 @@ import torch
 
 from src.common.errors import UserError
 from src.training.distributed import World
-from tests.conftest import REPO, RunMain, Train
+from tests.helpers import REPO, RunMain, Train
 
 HEAVY_MODULES = ("torch", "torchvision", "wandb", "matplotlib")
 
@@ -71,13 +71,12 @@ def test_paths_mean_where_the_program_started_even_where_hydra_changes_the_direc
         env={"HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["data_source"] == "mnist"
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert record["data"]["source"] == "mnist"
     assert (tmp_path / "wb" / "wandb").is_dir()
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
-        ".hydra",
-        ".run.lock",
-        "checkpoint.pt",
-        "main.log",
-        "metrics.json",
-    ]
+    # The changes of a checkout that differs from its commit are saved beside the result.
+    diff = [record["code"]["diff"]] if record["code"]["diff"] else []
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(
+        [".hydra", ".run.lock", "checkpoint.pt", "main.log", "metrics.json", *diff]
+    )
     assert not (tmp_path / "~").exists()

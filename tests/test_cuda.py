@@ -5,7 +5,6 @@ runs it on a GPU machine (docs/gpu.md).
 """
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from src.datasets.cmnist import CMNISTDataModule
 from src.optimisation import OptimisationCfg
 from src.training.checkpoint import CHECKPOINT_FILE
 from src.training.loop import TrainingState, fit
-from tests.conftest import REPO, RunMain
+from tests.helpers import REPO, RunMain, program_env
 
 pytestmark = [
     pytest.mark.cuda,
@@ -88,7 +87,7 @@ def test_a_checkpoint_continues_on_the_other_device(
     process = subprocess.Popen(
         [sys.executable, str(REPO / "main.py"), *args, f"gpu={saved_on}"],
         cwd=tmp_path,
-        env=os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"},  # as `run_main` runs it
+        env=program_env(mnist_root),  # as `run_main` runs it
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

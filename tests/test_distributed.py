@@ -9,7 +9,6 @@ import pickle
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,20 @@ from torch import nn
 from src.common.errors import UserError
 from src.training.checkpoint import CHECKPOINT_FILE, Checkpoint
 from src.training.distributed import World
-from tests.conftest import REPO, SWEEP_DIR, RunMain, Train
-from tests.test_checkpoint import ENV, environment, small_state, wait_for
-from tests.test_slurm import _summary, _task_folders  # pyright: ignore[reportPrivateUsage]
+from tests.helpers import (
+    IN_JOBS,
+    ONE_THREAD,
+    SWEEP_DIR,
+    TWO_TASKS,
+    RunMain,
+    Train,
+    small_state,
+    start,
+    submitit_task_folders,
+    summary_rows,
+    wait_for,
+)
 
-TWO_TASKS = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")
 # Two epochs of about a second each (time to stop a run within the second). 960 training images in
 # batches of 7 leave a last batch of one, so that one process's share of it is empty.
 ARGS = ("opt.epochs=2", "model.hidden_dim=256", "opt.batch_size=7")
@@ -33,15 +41,14 @@ TIMEOUT_S = 240
 
 def run_sweep(mnist_root: Path, cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start `python main.py --multirun ARGS` in `cwd`, its output (stdout and stderr) in `stdout`."""
-    # The jobs unpickle main.py's function, which imports `src`: from the repository, on PYTHONPATH.
-    env = environment(mnist_root) | {"PYTHONPATH": str(REPO)} | (env or {})
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), "--multirun", *args, f"hydra.sweep.dir={SWEEP_DIR}"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return start(
+        mnist_root,
+        cwd,
+        "--multirun",
+        *args,
+        f"hydra.sweep.dir={SWEEP_DIR}",
+        env=ONE_THREAD | IN_JOBS | (env or {}),
+        merge_output=True,
     )
 
 
@@ -86,7 +93,7 @@ def assert_one_run_per_job(sweep: Path, num_jobs: int) -> None:
     log once; and each task returned rank 0's result (the launcher passes on rank 0's)."""
     jobs = [sweep / str(job) for job in range(num_jobs)]
     assert sorted(sweep.rglob("metrics.json")) == [job / "metrics.json" for job in jobs]
-    assert sorted(row["job"] for row in _summary(sweep)) == [job.name for job in jobs]
+    assert sorted(row["job"] for row in summary_rows(sweep)) == [job.name for job in jobs]
     for job in jobs:
         log = (job / "main.log").read_text()
         assert "Data parallel: 2 processes on 1 node(s), gloo; each trains on its share of every batch" in log
@@ -175,14 +182,14 @@ def test_on_slurm_a_two_task_job_is_one_run_and_ends_as_if_left_alone_when_reque
 ) -> None:
     process = run_sweep(mnist_root, sweep_dir.parent, "seed=42,42", *SLURM_TWO_TASKS, *SLURM_ARGS, env=slurm_env)
     wait_for(sweep_dir / "0" / CHECKPOINT_FILE, process)
-    first_job = _task_folders(sweep_dir)[0].name
+    first_job = submitit_task_folders(sweep_dir)[0].name
     # As SLURM does before a preemption or the time limit: the signal goes to every task of the job.
     subprocess.run(["scancel", "--signal=USR2", first_job], env=os.environ | slurm_env, check=True, timeout=10)
     output, _ = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 0, output
 
     assert_one_run_per_job(sweep_dir, num_jobs=2)
-    log = "".join(path.read_text() for path in sorted(_task_folders(sweep_dir)[0].glob("*_log.*")))
+    log = "".join(path.read_text() for path in sorted(submitit_task_folders(sweep_dir)[0].glob("*_log.*")))
     assert "Requeued job" in log
     assert re.search(r"Continuing from sweep/0/checkpoint.pt: 1 epoch and [1-9]\d* steps done\.", log), log
     assert metrics(sweep_dir / "0") == metrics(sweep_dir / "1")
@@ -216,7 +223,7 @@ def test_nccl_with_one_process_per_visible_gpu(run_main: RunMain, train: Train, 
     launcher = ("hydra/launcher=submitit_local", f"hydra.launcher.tasks_per_node={gpus}")
     result = run_main(
         "--multirun", *launcher, f"hydra.launcher.gpus_per_node={gpus}", *ARGS, f"hydra.sweep.dir={SWEEP_DIR}",
-        env=ENV | {"PYTHONPATH": str(REPO)},
+        env=ONE_THREAD | IN_JOBS,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert (

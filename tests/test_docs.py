@@ -1,6 +1,5 @@
 """README.md and docs/*.md are tested documents: every command in them runs, and prints what they show."""
 
-import os
 import re
 import shlex
 import subprocess
@@ -8,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.documents import DOCUMENTS, Block, Example, assert_contains_in_order, blocks, examples, run_main
+from tests.helpers import REAL_MNIST, REPO, program_env
 
 # Commands the test does not run, and why.
 NOT_RUN = {
@@ -22,6 +21,9 @@ NOT_RUN = {
         "it continues a stopped sweep; tests/test_sweeps.py kills one and runs the command it printed"
     ),
     "scripts/gpu-wheels.sh": "it downloads wheels from PyPI into .whl/; gpu-check.sh runs here without them",
+    "python scripts/reproduce.py outputs/2026-12-07/20-14-03": (
+        "it reproduces an earlier run; tests/test_identity.py runs it on a run it makes"
+    ),
     "scancel --signal=USR2 JOB_ID": "it needs a running SLURM job; tests/test_slurm.py sends it to one",
     "nohup python main.py --multirun seed=42,43 hydra/launcher=slurm/kyiv > sweep.log 2>&1 &": (
         "it outlives the test in the background; tests/test_slurm.py runs the same sweep"
@@ -42,8 +44,12 @@ FAILING = {
     "python main.py dm.digits=MNIST dm.root=nowhere dm.download=false",
     "python main.py dm=celeba dm.superclass=BEARD",
     "python main.py opt.optimizer_cls=os.system",
-    "python main.py +wandb.api_key=not-a-real-key",
     "python main.py hydra.run.dir=/proc/out",
+    "python main.py --multirun seed=1,2 wandb.mode=offline wandb.id=fixedid",
+    "python main.py +hydra.callbacks.mine._target_=os.system",
+    "python main.py +hydra.job.env_set.WANDB_API_KEY=not-a-real-key",
+    "python main.py \"dm.root='~no_such_user/data'\"",
+    "python main.py --multirun hydra/sweeper=fcn_params model.num_hidden='choice(0)' model.hidden_dim=16",
 }
 # Overrides added to a command to keep the test short.
 SHORTER = {
@@ -56,6 +62,7 @@ SHORTER = {
 
 EXAMPLES = examples()
 RUN_HERE = [example for example in EXAMPLES if not example.recipe]  # recipes run in tests/test_recipes.py
+WITH_FIGURES = [example for example in RUN_HERE if example.shows_figures and example.command not in NOT_RUN]
 
 
 def test_the_documents_have_commands_and_outputs() -> None:
@@ -102,7 +109,22 @@ def test_excerpt_shows_lines_of_the_file(document: Path, excerpt: Block) -> None
 def test_command(example: Example, mnist_root: Path, tmp_path: Path) -> None:
     if example.command in NOT_RUN:
         pytest.skip(NOT_RUN[example.command])
-    env = os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"}
+    if example.shows_figures and REAL_MNIST.is_dir():
+        pytest.skip("it shows figures: test_figures runs it on real MNIST")
+    run_and_compare(example, mnist_root, tmp_path, figures=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", WITH_FIGURES, ids=[example.command for example in WITH_FIGURES])
+def test_figures(example: Example, real_mnist_root: Path, tmp_path: Path) -> None:
+    """The figures that the documents show are what the command prints on real MNIST, digit for digit (on a
+    CPU a run is deterministic)."""
+    run_and_compare(example, real_mnist_root, tmp_path, figures=True)
+
+
+def run_and_compare(example: Example, data_root: Path, tmp_path: Path, *, figures: bool) -> None:
+    """Run the example's command on the data in `data_root`, and compare what it prints with the documents."""
+    env = program_env(data_root)
     words = shlex.split(example.command)
     if example.command == "make run":
         argv = [*words, f"ARGS=hydra.run.dir={tmp_path / 'out'}"]
@@ -114,7 +136,7 @@ def test_command(example: Example, mnist_root: Path, tmp_path: Path) -> None:
         result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
     else:
         shorter = SHORTER.get(example.command, ())
-        result = run_main(example.command, project=REPO, cwd=tmp_path, data_root=mnist_root, extra_args=shorter)
+        result = run_main(example.command, project=REPO, cwd=tmp_path, data_root=data_root, extra_args=shorter)
     output = result.stdout + result.stderr
     if example.command in FAILING:
         assert result.returncode != 0, output
@@ -124,4 +146,4 @@ def test_command(example: Example, mnist_root: Path, tmp_path: Path) -> None:
         # A warning from Hydra or torch (deprecation), or from the program (`WARNING: ...`), is a defect.
         assert "warning" not in output.lower(), output
     for expected in example.expected_outputs:
-        assert_contains_in_order(output, expected)
+        assert_contains_in_order(output, expected, figures=figures)

@@ -30,9 +30,12 @@ def test_the_users_choice_of_implementation_wins(choice: dict[str, bool]) -> Non
     assert not group["fused"]
 
 
-def test_settings_that_exclude_the_fused_implementation_get_the_standard_one() -> None:
-    optimizer = OptimisationCfg(optimizer_kwargs={"differentiable": True}).build(nn.Linear(4, 2).parameters())
-    assert not optimizer.param_groups[0]["fused"]
+def test_settings_with_which_the_optimiser_cannot_step_are_refused_before_training() -> None:
+    # `differentiable` excludes the fused implementation, and torch's standard one then fails at the first step
+    # of training (an in-place update of a weight that requires its gradient).
+    opt = OptimisationCfg(optimizer_kwargs={"differentiable": True})
+    with pytest.raises(UserError, match=re.escape("torch.optim.AdamW cannot train with opt.lr=5e-05")):
+        opt.build(nn.Linear(4, 2).parameters())
 
 
 def test_a_fused_implementation_that_cannot_step_is_one_clear_error() -> None:

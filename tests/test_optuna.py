@@ -1,4 +1,4 @@
-"""Optuna studies end to end (src/optuna_sweeper.py): failed, pruned, killed and preempted trials, studies
+"""Optuna studies end to end (`ResumableOptunaSweeper`): failed, pruned, killed and preempted trials, studies
 bound to their settings, sweep processes that share a study; and the shared study's rules in-process."""
 
 import json
@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -18,28 +17,29 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from src.common.errors import UserError
 from src.optuna_sweeper.storage import open_storage
 from src.optuna_sweeper.study import GRACE_S, INTERRUPTED, SWEEP, Next, SharedStudy
 from src.training.checkpoint import CHECKPOINT_FILE
-from tests.conftest import REPO, RunMain
-from tests.test_sweeps import assert_pictures, fail_job, read_csv
+from tests.helpers import (
+    IN_JOBS,
+    ONE_THREAD,
+    PRUNED_STUDY,
+    STUDY,
+    TINY,
+    RunMain,
+    assert_pictures,
+    fail_job,
+    load_study,
+    read_csv,
+    start_sweep,
+    wait_until,
+)
 
-STUDY = ("--multirun", "hydra/sweeper=fcn_params")  # the study is kept in ./fcn_params.journal
-TINY = ("model.hidden_dim=16", "opt.epochs=1")
-# One thread each: two jobs at once on a busy 2-core machine; and submitit's jobs import `src` from here.
-ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 PARALLEL = ("hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2")
 TIMEOUT_S = 180
-
-
-def load_study(tmp_path: Path) -> optuna.Study:
-    storage = JournalStorage(JournalFileBackend(str(tmp_path / "fcn_params.journal")))
-    return optuna.load_study(study_name="fcn_params", storage=storage)
 
 
 def trial_states(tmp_path: Path) -> Counter[str]:
@@ -54,27 +54,6 @@ def trial_states(tmp_path: Path) -> Counter[str]:
 
 def best_value(sweep_dir: Path) -> float:
     return OmegaConf.load(sweep_dir / "optimization_results.yaml").best_value
-
-
-def start_sweep(mnist_root: Path, cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """`python main.py ARGS` in the background, in a session of its own: killing the session kills its jobs."""
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), *args],
-        cwd=cwd,
-        env=os.environ | {"HYDRA_EXAMPLE_DATA": str(mnist_root), "WANDB_SILENT": "true"} | ENV | (env or {}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def wait_until(condition: Callable[[], object], process: subprocess.Popen[str], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not condition():
-        assert process.poll() is None, f"the sweep ended before {what}:\n{process.communicate()[0]}"
-        assert time.monotonic() < deadline, f"no {what} after {TIMEOUT_S} s"
-        time.sleep(0.1)
 
 
 def kill_session(process: subprocess.Popen[str]) -> None:
@@ -158,7 +137,7 @@ def test_a_killed_study_keeps_every_result_and_runs_its_interrupted_trials_again
         assert before[int(job.parent.name)].state == TrialState.COMPLETE, job
 
     # A new sweep directory, as the default, timestamped one would be.
-    result = run_main(*command, "hydra.sweep.dir=second", env=ENV)
+    result = run_main(*command, "hydra.sweep.dir=second", env=ONE_THREAD | IN_JOBS)
 
     assert result.returncode == 0, result.stderr
     trials = load_study(tmp_path).trials
@@ -192,7 +171,7 @@ def test_a_killed_grid_study_evaluates_each_point_once(run_main: RunMain, mnist_
     finally:
         kill_session(first)
 
-    result = run_main(*command, "hydra.sweep.dir=second", env=ENV)
+    result = run_main(*command, "hydra.sweep.dir=second", env=ONE_THREAD | IN_JOBS)
 
     assert result.returncode == 0, result.stderr
     counted = [trial for trial in load_study(tmp_path).trials if not trial.user_attrs.get(INTERRUPTED)]
@@ -201,7 +180,7 @@ def test_a_killed_grid_study_evaluates_each_point_once(run_main: RunMain, mnist_
 
     # More trials than the grid has points: the study is complete, and the command only reports.
     trials = len(load_study(tmp_path).trials)
-    again = run_main(*command, "hydra.sweeper.n_trials=20", "hydra.sweep.dir=third", env=ENV)
+    again = run_main(*command, "hydra.sweeper.n_trials=20", "hydra.sweep.dir=third", env=ONE_THREAD | IN_JOBS)
 
     assert again.returncode == 0, again.stderr
     assert len(load_study(tmp_path).trials) == trials
@@ -229,19 +208,6 @@ def test_a_stored_study_is_only_continued_with_its_own_settings(run_main: RunMai
 # A median pruner that judges from the second trial on; with this sampler seed, on the small MNIST, trial 0
 # completes, trial 1 is pruned at epoch 2 and trial 2 at epoch 1. Epochs of about a second: time to
 # preempt trial 1 within its second epoch.
-PRUNED_STUDY = (
-    *STUDY,
-    "hydra/sweeper/pruner=median",
-    "hydra.sweeper.pruner.n_startup_trials=1",
-    "hydra.sweeper.n_trials=3",
-    "hydra.sweeper.n_jobs=1",
-    "hydra.sweeper.sampler.seed=0",
-    "opt.epochs=3",
-    "model.hidden_dim=256",
-    "opt.batch_size=8",
-    "model.dropout_prob=0.1",
-    "hydra.sweep.dir=sweep",
-)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.documents import DOCUMENTS, Example, assert_contains_in_order, blocks, examples, run_main
+from tests.helpers import REAL_MNIST, REPO
 
 RECIPE_RUNS = [example for example in examples() if example.recipe]
+RECIPE_FIGURES = [example for example in RECIPE_RUNS if example.shows_figures]
 # `cs.store(group="model", name="strided_cnn", ...)` in a recipe registers the option model=strided_cnn.
 REGISTRATION = re.compile(r'cs\.store\(group="(\w+)", name="(\w+)"')
 
@@ -117,14 +118,28 @@ def test_help_offers_the_new_options(project: Path, tmp_path: Path, mnist_root: 
 @pytest.mark.slow
 @pytest.mark.parametrize("example", RECIPE_RUNS, ids=[example.command for example in RECIPE_RUNS])
 def test_the_recipe_trains(example: Example, project: Path, tmp_path: Path, mnist_root: Path) -> None:
+    if example.shows_figures and REAL_MNIST.is_dir():
+        pytest.skip("it shows figures: test_the_recipe_gives_the_figures_shown runs it on real MNIST")
+    train_and_compare(example, project, tmp_path, mnist_root, figures=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", RECIPE_FIGURES, ids=[example.command for example in RECIPE_FIGURES])
+def test_the_recipe_gives_the_figures_shown(
+    example: Example, project: Path, tmp_path: Path, real_mnist_root: Path
+) -> None:
+    train_and_compare(example, project, tmp_path, real_mnist_root, figures=True)
+
+
+def train_and_compare(example: Example, project: Path, tmp_path: Path, data_root: Path, *, figures: bool) -> None:
     run_dir = tmp_path / "out"
     result = run_main(
-        example.command, project=project, cwd=tmp_path, data_root=mnist_root, extra_args=(f"hydra.run.dir={run_dir}",)
+        example.command, project=project, cwd=tmp_path, data_root=data_root, extra_args=(f"hydra.run.dir={run_dir}",)
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "warning" not in output.lower(), output
     assert "Model architecture:" in output
     for expected in example.expected_outputs:
-        assert_contains_in_order(output, expected)
+        assert_contains_in_order(output, expected, figures=figures)
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "finished"

@@ -15,18 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
+from optuna.distributions import FloatDistribution
 
 from src.common.errors import RunFailedError, UserError
 from src.datasets.digits import MNIST_FILES
-from tests.conftest import REPO, RunMain, Train, write_idx
+from tests.helpers import IN_JOBS, TINY, TWO_TASKS, RunMain, Train, load_study_storage, write_idx
+from tests.helpers import STUDY as STUDY_COMMAND
 
-TINY = ("model.hidden_dim=8", "opt.epochs=1")
-STUDY = ("--multirun", "hydra/sweeper=fcn_params", "hydra.sweep.dir=sweep")
-TWO_TASKS = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")  # a run of two processes
-# The jobs that submitit starts unpickle main.py's function, which imports `src`: from the repository.
-IN_JOBS = {"PYTHONPATH": str(REPO)}
+STUDY = (*STUDY_COMMAND, "hydra.sweep.dir=sweep")
 API_KEY = "0123456789abcdef0123456789abcdef01234567"  # in WANDB_API_KEY, as W&B would use it
 HOW_WANDB_GETS_ITS_KEY = (
     "W&B reads its key from the environment variable WANDB_API_KEY or from ~/.netrc (`wandb login`)."
@@ -120,6 +119,62 @@ class Pickled:
     """Any object that is not a tensor or a plain value: loading it could run code."""
 
 
+# For the hostile inputs (issue 20) at the end of the table.
+LEAKY_EXPERIMENT = f"""# @package _global_
+hydra:
+  job:
+    env_set:
+      WANDB_API_KEY: {API_KEY}
+"""
+LEAKY_SEARCH_SPACE = f"""defaults:
+  - fcn_params
+params:
+  wandb.name: choice(a, {API_KEY})
+"""
+IN_OWN_CONFIGS = ("--config-dir", "own_conf")
+WHAT_NO_KEY_DOES = f"and the config is logged: remove it. {HOW_WANDB_GETS_ITS_KEY}"
+
+
+def own_config(group: str, text: str) -> Setup:
+    """A config file of the user's, `own_conf/GROUP/leaky.yaml`."""
+
+    def setup(cwd: Path, mnist_root: Path, train: Train) -> None:
+        (cwd / "own_conf" / group).mkdir(parents=True)
+        (cwd / "own_conf" / group / "leaky.yaml").write_text(text)
+
+    return setup
+
+
+def folder(path: str) -> Setup:
+    return lambda cwd, mnist_root, train: (cwd / path).mkdir(parents=True)
+
+
+def a_file(path: str, text: str = "") -> Setup:
+    def setup(cwd: Path, mnist_root: Path, train: Train) -> None:
+        (cwd / path).parent.mkdir(parents=True, exist_ok=True)
+        (cwd / path).write_text(text)
+
+    return setup
+
+
+def damaged_journal(damage: Callable[[list[bytes]], list[bytes]]) -> Setup:
+    """The journal of the study fcn_params with one finished trial, its lines then damaged."""
+
+    def setup(cwd: Path, mnist_root: Path, train: Train) -> None:
+        journal = cwd / "fcn_params.journal"
+        study = optuna.create_study(study_name="fcn_params", storage=load_study_storage(journal), direction="maximize")
+        study.tell(study.ask({"opt.lr": FloatDistribution(1e-5, 1e-3)}), 0.5)
+        journal.write_bytes(b"\n".join(damage(journal.read_bytes().split(b"\n"))))
+
+    return setup
+
+
+def foreign_record(cwd: Path, mnist_root: Path, train: Train) -> None:
+    (cwd / "out" / ".hydra").mkdir(parents=True)
+    (cwd / "out" / ".hydra" / "hydra.yaml").write_text("hydra: {overrides: {hydra: []}, job: {config_name: config}}")
+    (cwd / "out" / ".hydra" / "overrides.yaml").write_text("{model: cnn}")
+
+
 REFUSALS = {
     # Hydra's own errors for overrides that the dataclasses do not allow: a block that starts with this line.
     "unknown-key": Refusal(("model=cnn", "model.hidden_dim=10"), "Could not override 'model.hidden_dim'."),
@@ -162,9 +217,10 @@ REFUSALS = {
     ),
     "gpu": Refusal(("gpu=-2",), "Error: gpu=-2 is not a device: use a CUDA device index, or -1 for the CPU."),
     "kernel": Refusal(
-        ("model=cnn", "model.kernel_size=13"),
-        "Error: model.kernel_size=13 is too large for 28x28 images: two convolution blocks leave nothing to pool. "
+        ("model=cnn", "model.kernel_size=14"),
+        "Error: model.kernel_size=14 is too large for 28x28 images: two convolution blocks leave nothing to pool. "
         "Use a smaller model.kernel_size or a larger dm.default_res.",
+        in_process=True,
     ),
     "seed": Refusal(
         ("seed=99999999999999999999",),
@@ -211,7 +267,8 @@ REFUSALS = {
     ),
     "credential-value": Refusal(
         ("wandb.name=${oc.env:WANDB_API_KEY}",),
-        f"Error: the config holds the W&B API key, and the config is logged: remove it. {HOW_WANDB_GETS_ITS_KEY}",
+        "Error: the config holds the W&B API key, in wandb.name, and the config is logged: remove it. "
+        f"{HOW_WANDB_GETS_ITS_KEY}",
         env={"WANDB_API_KEY": API_KEY},
     ),
     "credential-in-a-sweep": Refusal(
@@ -221,7 +278,8 @@ REFUSALS = {
     ),
     "credential-value-in-a-sweep": Refusal(
         ("--multirun", f"wandb.name=a,{API_KEY}"),
-        f"Error: the config holds the W&B API key, and the config is logged: remove it. {HOW_WANDB_GETS_ITS_KEY}",
+        "Error: the config holds the W&B API key, in wandb.name, and the config is logged: remove it. "
+        f"{HOW_WANDB_GETS_ITS_KEY}",
         env={"WANDB_API_KEY": API_KEY},
     ),
     "wandb-mode": Refusal(
@@ -233,14 +291,14 @@ REFUSALS = {
     # Optimiser arguments that torch refuses.
     "optimiser-argument": Refusal(
         ("+opt.optimizer_kwargs={warp: 9}",),
-        "Error: opt.optimizer_kwargs={'warp': 9} do not fit torch.optim.AdamW: "
-        "AdamW.__init__() got an unexpected keyword argument 'warp'",
+        "Error: torch.optim.AdamW cannot train with opt.lr=5e-05, opt.weight_decay=0.0, "
+        "opt.optimizer_kwargs={'warp': 9}: AdamW.__init__() got an unexpected keyword argument 'warp'",
         in_process=True,
     ),
     "optimiser-value": Refusal(
         ("+opt.optimizer_kwargs={betas: [2.0, 0.9]}",),
-        "Error: opt.optimizer_kwargs={'betas': [2.0, 0.9]} do not fit torch.optim.AdamW: "
-        "Invalid beta parameter at index 0: 2.0",
+        "Error: torch.optim.AdamW cannot train with opt.lr=5e-05, opt.weight_decay=0.0, "
+        "opt.optimizer_kwargs={'betas': [2.0, 0.9]}: Invalid beta parameter at index 0: 2.0",
         in_process=True,
     ),
     # Data.
@@ -405,6 +463,18 @@ REFUSALS = {
         "PATH): start the sweep on the cluster's login node, or leave out hydra/launcher to run the jobs here.",
         env={"PATH": "/nonexistent"},  # whether or not this machine has SLURM
     ),
+    # One W&B run for every job of a multirun: the mode set here, or in W&B's own settings.
+    "one-wandb-run-for-every-job": Refusal(
+        ("--multirun", "seed=1,2", "wandb.mode=offline", "wandb.id=fixedid"),
+        "Error: wandb.id=fixedid in a multirun would make every job the one W&B run fixedid, each logging over the "
+        "others: leave wandb.id unset (each job is then a W&B run of its own), or give each job its own "
+        "(wandb.id=a,b,...).",
+    ),
+    "one-wandb-run-for-every-job-in-wandbs-mode": Refusal(
+        ("--multirun", "model=cnn,fcn", "wandb.id=mine"),
+        "Error: wandb.id=mine in a multirun would make every job the one W&B run mine, each logging over the others: …",
+        env={"WANDB_MODE": "offline"},
+    ),
     "batch-norm-in-processes-on-cpus": Refusal(
         ("--multirun", *TWO_TASKS, "model.norm=BN", "hydra.sweep.dir=sweep"),
         "Error: model.norm=BN in a run of 2 processes on CPUs: SyncBatchNorm, which normalises over the whole "
@@ -478,10 +548,247 @@ REFUSALS = {
     "optuna-every-trial-failed": Refusal(
         (*STUDY, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "opt.lr=1e30", *TINY),
         "Error: no trial of the study fcn_params has completed: the job directories' logs say why.",
+        slow=True,
+    ),
+    # The memory of a node is shared by the processes of a run on it: the data counts once, the rest in each.
+    "processes-too-many-for-the-node": Refusal(
+        (
+            "--multirun",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.tasks_per_node=4",
+            "gpu=-1",
+            "dm=celeba",
+            "dm.default_res=128",
+            "model.hidden_dim=1000000",
+            "hydra.sweep.dir=sweep",
+        ),
+        "Error: 4 processes on this node need at least 1572.9 GB: the prepared data once (0.0 GB, which they share), "
+        "and in each the weights and gradients of more than 49.2 G parameters (393.2 GB), more than the … GB "
+        "available on the CPU; use fewer processes per node (hydra.launcher.tasks_per_node), or a smaller model "
+        "(such as model.hidden_dim or model.num_hidden), or smaller images (dm.default_res).",
+        env=IN_JOBS,
+        slow=True,
+    ),
+    # Hostile inputs (issue 20), by class; tests/test_hostile_inputs.py tries each class with others.
+    # 1. Secrets, checked as the config is used: Hydra's part, resolved, and the sweeper's search space.
+    "secret-in-the-output-directory": Refusal(
+        ("hydra.run.dir=out/${oc.env:WANDB_API_KEY}",),
+        f"Error: the config holds the W&B API key, in hydra.run.dir, {WHAT_NO_KEY_DOES}",
+        env={"WANDB_API_KEY": API_KEY},
+    ),
+    "secret-in-the-sweep-directory": Refusal(
+        ("--multirun", "seed=1,2", "hydra.sweep.dir=sweeps/${oc.env:WANDB_API_KEY}"),
+        f"Error: the config holds the W&B API key, in hydra.sweep.dir, {WHAT_NO_KEY_DOES}",
+        env={"WANDB_API_KEY": API_KEY},
+    ),
+    "secret-in-the-log-file's-name": Refusal(
+        ("hydra.job.name=${oc.env:WANDB_API_KEY}",),
+        f"Error: the config holds the W&B API key, in hydra.job.name, {WHAT_NO_KEY_DOES}",
+        env={"WANDB_API_KEY": API_KEY},
+    ),
+    "secret-in-the-study's-name": Refusal(
+        (*STUDY, "hydra.sweeper.study_name=${oc.env:WANDB_API_KEY}"),
+        f"Error: the config holds the W&B API key, in hydra.sweeper.study_name, {WHAT_NO_KEY_DOES}",
+        env={"WANDB_API_KEY": API_KEY},
+    ),
+    "secret-in-an-experiment-file": Refusal(
+        (*IN_OWN_CONFIGS, "+experiment=leaky"),
+        "Error: the config has a setting named like a credential, hydra.job.env_set.WANDB_API_KEY, and the config "
+        f"is logged: remove it, and keep secrets out of the config. {HOW_WANDB_GETS_ITS_KEY}",
+        env={"WANDB_API_KEY": API_KEY},
+        setup=own_config("experiment", LEAKY_EXPERIMENT),
+    ),
+    "secret-in-the-search-space": Refusal(
+        ("--multirun", *IN_OWN_CONFIGS, "hydra/sweeper=leaky", "hydra.sweep.dir=sweep"),
+        f"Error: the config holds the W&B API key, in hydra.sweeper.params.wandb.name, {WHAT_NO_KEY_DOES}",
+        env={"WANDB_API_KEY": API_KEY},
+        setup=own_config("hydra/sweeper", LEAKY_SEARCH_SPACE),
+    ),
+    # 2. Files of the wrong kind: one line that names the path, wherever the program (or Hydra) meets them.
+    "lock-file-is-a-folder": Refusal(
+        ("hydra.run.dir=out", *TINY),
+        "Error: out/.run.lock is a folder, where the program writes a file: move it away, or choose another path.",
+        setup=folder("out/.run.lock"),
+    ),
+    "log-file-is-a-folder": Refusal(
+        ("hydra.run.dir=out", *TINY),
+        "Error: out/main.log is a folder, where the program writes a file: move it away, or choose another path.",
+        setup=folder("out/main.log"),
+    ),
+    "record-is-a-file": Refusal(
+        ("hydra.run.dir=out", *TINY),
+        "Error: out/.hydra is a file, where the program makes a folder: move it away, or choose another path.",
+        setup=a_file("out/.hydra"),
+    ),
+    "summary-is-a-folder": Refusal(
+        ("--multirun", "seed=1", *TINY, "hydra.sweep.dir=sweep"),
+        "Error: sweep/summary.csv is a folder, where the program writes a file: move it away, or choose another path.",
+        setup=folder("sweep/summary.csv"),
+        slow=True,
+    ),
+    "journal-is-a-folder": Refusal(
+        STUDY,
+        "Error: hydra.sweeper.storage=fcn_params.journal: fcn_params.journal is not a file; move it away, or keep "
+        "the study in another file.",
+        setup=folder("fcn_params.journal"),
+    ),
+    "database-is-a-folder": Refusal(
+        (*STUDY, "hydra.sweeper.storage=sqlite:///study.db"),
+        "Error: hydra.sweeper.storage=sqlite:///study.db: study.db is not a file; move it away, or keep the study "
+        "in another file.",
+        setup=folder("study.db"),
+    ),
+    "database-is-text": Refusal(
+        (*STUDY, "hydra.sweeper.storage=sqlite:///study.db"),
+        "Error: hydra.sweeper.storage=sqlite:///study.db: study.db is not an SQLite database; move it away, or keep "
+        "the study in another file.",
+        setup=a_file("study.db", "a study, as text"),
+    ),
+    "home-of-no-user": Refusal(
+        ("dm.root='~no_such_user/data'",),
+        "Error: dm.root=~no_such_user/data: ~no_such_user is the home of a user, and this machine has no such user; "
+        "give the path in full.",
+        in_process=True,
+    ),
+    "data-in-the-home-of-no-user": Refusal(
+        TINY,
+        "Error: dm.root=~no_such_user/data: ~no_such_user is the home of a user, and this machine has no such user; "
+        "give the path in full.",
+        in_process=True,
+        env={"HYDRA_EXAMPLE_DATA": "~no_such_user/data"},
+    ),
+    "wandb-in-the-home-of-no-user": Refusal(
+        (*TINY, "wandb.mode=offline", "wandb.dir='~no_such_user/wandb'"),
+        "Error: wandb.dir=~no_such_user/wandb: ~no_such_user is the home of a user, and this machine has no such "
+        "user; give the path in full.",
+        in_process=True,
+    ),
+    # 3. A damaged study is never written on.
+    "journal-cut-short": Refusal(
+        STUDY,
+        "Error: the study's journal fcn_params.journal ends in a record cut short (a full disk, or a machine that "
+        "stopped while it was written): Optuna never read that record, but what is written after it would be lost "
+        "with it. Keep a copy of the file, delete its incomplete last line, and run again.",
+        setup=damaged_journal(lambda lines: [*lines[:-2], lines[-2][:-9]]),
+    ),
+    "journal-with-a-garbled-line": Refusal(
+        STUDY,
+        "Error: line 2 of the study's journal fcn_params.journal is not a record of Optuna's: the file is damaged, "
+        "or no journal of Optuna's, and the study cannot be read whole. Restore it from a copy, or keep the study "
+        "in another file (hydra.sweeper.storage).",
+        setup=damaged_journal(lambda lines: [lines[0], b'{"op_code": 1, "worker', *lines[2:]]),
+    ),
+    "study-without-a-name": Refusal(
+        (*STUDY, "hydra.sweeper.study_name=null"),
+        "Error: hydra.sweeper.study_name=null: a stored study needs a name, by which the next sweep continues it and "
+        "each job finds its trial; give it one.",
+    ),
+    # 4. The config's schema, W&B's settings, and code that a config names.
+    "model-deleted": Refusal(
+        ("~model", *TINY),
+        "Error: ~model deletes model, which every run needs: choose another with model=NAME (`python main.py "
+        "--help` lists them).",
+    ),
+    "data-deleted": Refusal(
+        ("~dm",),
+        "Error: ~dm deletes dm, which every run needs: choose another with dm=NAME (`python main.py --help` lists "
+        "them).",
+    ),
+    "opt-deleted": Refusal(
+        ("~opt", "opt.epochs=1"),
+        "Error: ~opt deletes opt, which every run needs: change its settings instead (opt.KEY=VALUE).",
+    ),
+    "no-model": Refusal(
+        ("model=null",),
+        "Error: model=null: a config group takes the name of one of its options, not null: choose one (model=NAME; "
+        "`python main.py --help` lists them), or leave it out.",
+    ),
+    "interpolation-in-hydra's-part": Refusal(
+        ("hydra.run.dir=${oc.env:NO_SUCH_VAR}",),
+        "Error: cannot resolve hydra.run.dir: Environment variable 'NO_SUCH_VAR' not found.",
+    ),
+    "optimiser-argument-set-twice": Refusal(
+        ("+opt.optimizer_kwargs={lr: 1}",),
+        "Error: opt.optimizer_kwargs={'lr': 1} sets lr, as opt.lr does: set it there.",
+    ),
+    "wandb-resume": Refusal(
+        (*TINY, "wandb.mode=offline", "wandb.resume=bogus"),
+        "Error: W&B refuses wandb.resume: Input should be 'allow', 'must', 'never' or 'auto'; change it.",
+        in_process=True,
+    ),
+    "wandb-advice-offline": Refusal(
+        (*TINY, "wandb.mode=offline", "wandb.id=a/b"),
+        "Error: W&B cannot start in offline mode: Run ID cannot contain the characters: :;,#?/'",
+        in_process=True,
+    ),
+    "optimiser-that-cannot-step": Refusal(
+        ("+opt.optimizer_kwargs={differentiable: true}",),
+        "Error: torch.optim.AdamW cannot train with opt.lr=5e-05, opt.weight_decay=0.0, "
+        "opt.optimizer_kwargs={'differentiable': True}: a leaf Variable that requires grad is being used in an "
+        "in-place operation.",
+        in_process=True,
+    ),
+    "callback-not-whitelisted": Refusal(
+        ("+hydra.callbacks.mine._target_=os.getcwd",),
+        "Error: hydra.callbacks.mine._target_=os.getcwd: a config may only name this program's code (src.*); remove "
+        "that callback, or, if you trust its code, add its module to EXECUTION_WHITELIST in src/common/targets.py.",
+    ),
+    "sampler-not-a-sampler": Refusal(
+        (*STUDY, "hydra.sweeper.sampler._target_=os.getcwd"),
+        "Error: hydra.sweeper.sampler._target_=os.getcwd is not a BaseSampler that this program knows: choose one "
+        "with hydra/sweeper/sampler=NAME (…).",
+    ),
+    # 6. Trials that can never run: refused before the sweep starts.
+    "search-space-that-never-runs": Refusal(
+        (*STUDY, "model.num_hidden=choice(0)", "model.hidden_dim=16"),
+        "Error: no trial of the search space can run: model.hidden_dim=16 has no effect without hidden layers "
+        "(model.num_hidden=0): set model.num_hidden to 1 or more, or leave model.hidden_dim unset. Change the "
+        "search space, or what it is combined with.",
+    ),
+    # 7. Records of another shape are no record of this program.
+    "rerun-of-foreign-overrides": Refusal(
+        ("--experimental-rerun", "out"),
+        "Error: --experimental-rerun out: that is not the output directory of a run (its .hydra/overrides.yaml is "
+        "no list of overrides, as this program saves them); give one such as outputs/DATE/TIME, or "
+        "multirun/DATE/TIME/0 for a job.",
+        setup=foreign_record,
+    ),
+    "foreign-sweep-record": Refusal(
+        ("--multirun", "seed=1,2", "hydra.sweep.dir=sweep"),
+        "Error: hydra.sweep.dir=sweep holds a multirun.yaml that is no record of a sweep of this program: choose "
+        "another sweep directory.",
+        setup=a_file("sweep/multirun.yaml", "[1, 2]"),
+    ),
+    # 8. Messages that name the cause.
+    "pool-stride": Refusal(
+        ("model=cnn", "model.kernel_size=1", "model.pool_stride=100"),
+        "Error: model.pool_stride=100 shrinks 28x28 images to 1x1 in the first convolution block, too small for "
+        "the second: use model.pool_stride=26 or less, or a larger dm.default_res.",
+        in_process=True,
+    ),
+    "optimiser-without-weight-decay": Refusal(
+        ("opt.optimizer_cls=torch.optim.LBFGS",),
+        "Error: torch.optim.LBFGS cannot train with opt.lr=5e-05: LBFGS.step() missing 1 required positional "
+        "argument: 'closure'",
+        in_process=True,
+    ),
+    "label-map-to-no-label": Refusal(
+        ("+dm.label_map={}",), "Error: dm.label_map={} maps to no label: a classifier needs two or more."
     ),
     # CPU threads.
     "threads": Refusal(
         ("threads=0",), "Error: threads=0 must be 1 or more, or null for this process's share of the cores."
+    ),
+    "threads-negative": Refusal(
+        ("threads=-1",), "Error: threads=-1 must be 1 or more, or null for this process's share of the cores."
+    ),
+    "threads-not-a-number": Refusal(("threads=abc",), "Error merging override threads=abc"),
+    "omp-num-threads-zero": Refusal(
+        TINY,
+        "Error: OMP_NUM_THREADS=0 is not a number of threads: set it to 1 or more, or unset it for this process's "
+        "share of the cores.",
+        in_process=True,
+        env={"OMP_NUM_THREADS": "0"},
     ),
     "omp-num-threads": Refusal(
         TINY,

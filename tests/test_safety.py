@@ -9,12 +9,11 @@ from torch import nn
 
 from src import optimisation
 from src.optimisation import OptimisationCfg
-from tests.conftest import RunMain
+from tests.helpers import TINY, RunMain
 
 # Hydra calls this callback before it creates the output directory. `++` adds it, or overrides it
 # once conf/config.yaml registers it.
 CHECK_OUTPUT_DIR = "++hydra.callbacks.output_dir_check={_target_: src.sweeps.callbacks.OutputDirCheck}"
-TINY = ("model.hidden_dim=16", "opt.epochs=1")
 SECRET = "0123456789abcdef0123456789abcdef01234567"  # looks like an API key, and is nowhere else
 # A module whose import has a side effect, as untrusted code would.
 UNTRUSTED_MODULE = """
@@ -136,6 +135,7 @@ def test_an_unwritable_output_directory_is_one_clear_line(
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_data_root_that_is_a_file_is_one_clear_line(run_main: RunMain, tmp_path: Path) -> None:
     (tmp_path / "a_file").touch()
     result = run_main("dm.root=a_file", "dm.digits=MNIST", *TINY)

@@ -6,7 +6,6 @@ yourself, as root: `scripts/slurm-cluster.sh start` (and `stop` when you are don
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import os
@@ -25,15 +24,25 @@ import torch
 from optuna.trial import TrialState
 
 from src.training.checkpoint import CHECKPOINT_FILE
-from tests.conftest import REPO, SWEEP_DIR, RunMain, program_trusting
-from tests.test_checkpoint import ARGS as CHECKPOINT_ARGS
-from tests.test_checkpoint import environment, wait_for
-from tests.test_optuna import PRUNED_STUDY, load_study, start_sweep
+from tests.helpers import (
+    ONE_THREAD,
+    PRUNED_STUDY,
+    STOPPABLE,
+    SWEEP_DIR,
+    RunMain,
+    load_study,
+    program_trusting,
+    start,
+    start_sweep,
+    submitit_task_folders,
+    summary_rows,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow  # every test here runs main.py in subprocesses
 
 LAUNCHER = "hydra/launcher=slurm/kyiv"
-# Small and fast, and never a download: data_source "mnist" in a job's metrics.json then proves
+# Small and fast, and never a download: data source "mnist" in a job's metrics.json then proves
 # that HYDRA_EXAMPLE_DATA, which `run_main` sets, reached the SLURM job.
 FAST = ("opt.epochs=1", "dm.download=false")
 TIMEOUT_S = 180  # for one multirun: all its jobs, queueing included
@@ -88,12 +97,12 @@ def test_a_multirun_is_one_job_array_whose_metrics_come_back(
     # The jobs run the Python that ran main.py (the venv's, under `make test`), so they have its packages.
     assert f"{shlex.quote(sys.executable)} -u -m submitit.core._submit" in script
 
-    rows = _summary(sweep_dir)
+    rows = summary_rows(sweep_dir)
     assert len(rows) == num_jobs
     for row in rows:
         record = json.loads((sweep_dir / row["job"] / "metrics.json").read_text())
         assert row["status"] == record["status"] == "finished"
-        assert record["data_source"] == "mnist"
+        assert record["data"]["source"] == "mnist"
         assert float(row["val/acc"]) == record["metrics"]["val/acc"]
     # Every combination of the sweep ran once.
     combinations = {(row["seed"], row.get("model.num_hidden")) for row in rows}
@@ -117,7 +126,7 @@ def test_an_optuna_sweep_keeps_its_slots_busy_with_slurm_jobs(
     assert len(spans) == 4
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans)), "no two trials ran at once"
 
-    rows = _summary(sweep_dir)
+    rows = summary_rows(sweep_dir)
     assert [row["status"] for row in rows] == ["finished"] * 4
     # What Optuna was told is what the jobs measured.
     best = re.search(r"Best value: (\S+)", result.stdout + result.stderr)
@@ -138,7 +147,7 @@ def test_an_optuna_trial_is_pruned_on_slurm(mnist_root: Path, slurm_env: dict[st
         (TrialState.PRUNED, 2),
         (TrialState.PRUNED, 1),
     ]
-    assert [row["status"] for row in _summary(sweep_dir)] == ["finished", "pruned at epoch 2", "pruned at epoch 1"]
+    assert [row["status"] for row in summary_rows(sweep_dir)] == ["finished", "pruned at epoch 2", "pruned at epoch 1"]
     # A pruned trial's job ends as a job that succeeded.
     for folder in _job_folders(sweep_dir):
         assert "Job completed successfully" in "".join(path.read_text() for path in folder.glob("*_log.*"))
@@ -156,7 +165,7 @@ def test_two_sweep_processes_share_an_optuna_study_on_slurm(
 
     trials = load_study(sweep_dir.parent).trials
     assert [(trial.number, trial.state) for trial in trials] == [(n, TrialState.COMPLETE) for n in range(4)]
-    assert sorted(row["job"] for row in _summary(sweep_dir)) == ["0", "1", "2", "3"]  # one directory each
+    assert sorted(row["job"] for row in summary_rows(sweep_dir)) == ["0", "1", "2", "3"]  # one directory each
     assert len(_submission_scripts(sweep_dir)) == 4  # and one SLURM job each
 
 
@@ -173,13 +182,13 @@ def test_a_job_that_dies_fails_the_sweep_without_hanging_it(
     result = run_main(*args, env=env, timeout=TIMEOUT_S, program=program)
 
     assert result.returncode != 0
-    (array,) = {folder.name.split("_")[0] for folder in _task_folders(sweep_dir)}
+    (array,) = {folder.name.split("_")[0] for folder in submitit_task_folders(sweep_dir)}
     # The error names the job, its state and what SLURM saw, with the job's stderr.
     assert f"Job {array}_1 (task: 0) with path" in result.stderr
     assert "has not produced any output (state: FAILED)" in result.stderr
     assert "task 0: Killed" in result.stderr
     # The sweep summary still comes: the job that finished, and the one that died.
-    assert {row["job"]: row["status"] for row in _summary(sweep_dir)} == {"0": "finished", "1": "failed"}
+    assert {row["job"]: row["status"] for row in summary_rows(sweep_dir)} == {"0": "finished", "1": "failed"}
 
 
 # The signal that SLURM sends a job before it preempts it (where the cluster's PreemptParameters has
@@ -205,7 +214,7 @@ def test_a_job_that_slurm_stops_is_requeued_and_ends_as_if_left_alone(
     assert "Stopped for SLURM (preemption or time limit): saved in sweep/0/checkpoint.pt." in log
     assert "Requeued job" in log
     assert re.search(r"Continuing from sweep/0/checkpoint.pt: 1 epoch and [1-9]\d* steps? done\.", log), log
-    assert [row["status"] for row in _summary(sweep_dir)] == ["finished", "finished"]
+    assert [row["status"] for row in summary_rows(sweep_dir)] == ["finished", "finished"]
     stopped, left_alone = (json.loads((sweep_dir / job_num / "metrics.json").read_text()) for job_num in "01")
     assert stopped["metrics"] == left_alone["metrics"]
 
@@ -220,7 +229,7 @@ def test_a_job_past_its_time_limit_more_than_max_num_timeout_times_is_not_requeu
     assert process.returncode != 0
     assert "Job not requeued because: timed-out too many times." in output
     # Nothing lost: the summary lists the job as interrupted, and its checkpoint is there to continue.
-    assert {row["job"]: row["status"] for row in _summary(sweep_dir)} == {"0": "interrupted", "1": "finished"}
+    assert {row["job"]: row["status"] for row in summary_rows(sweep_dir)} == {"0": "interrupted", "1": "finished"}
     assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["status"] == "interrupted"
     assert (sweep_dir / "0" / CHECKPOINT_FILE).is_file()
 
@@ -230,30 +239,18 @@ def _stop_first_job(
 ) -> tuple[subprocess.Popen[str], Path]:
     """Start a sweep of the same job twice, and send STOP_SIGNAL to the first once its first epoch is done;
     return the sweep's process (its output in stdout) and the first job's folder with its logs."""
-    args = ("--multirun", "seed=42,42", LAUNCHER, *launcher_settings, *CHECKPOINT_ARGS, f"hydra.sweep.dir={SWEEP_DIR}")
-    env = environment(mnist_root) | slurm_env
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), *args],
-        cwd=sweep_dir.parent,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    args = ("--multirun", "seed=42,42", LAUNCHER, *launcher_settings, *STOPPABLE, f"hydra.sweep.dir={SWEEP_DIR}")
+    process = start(mnist_root, sweep_dir.parent, *args, env=ONE_THREAD | slurm_env, merge_output=True)
     wait_for(sweep_dir / "0" / CHECKPOINT_FILE, process)
-    task_folder = _task_folders(sweep_dir)[0]
-    subprocess.run(["scancel", f"--signal={STOP_SIGNAL}", task_folder.name], env=env, check=True, timeout=10)
+    task_folder = submitit_task_folders(sweep_dir)[0]
+    scancel = ["scancel", f"--signal={STOP_SIGNAL}", task_folder.name]
+    subprocess.run(scancel, env=os.environ | slurm_env, check=True, timeout=10)
     return process, task_folder
 
 
 def _submission_scripts(sweep_dir: Path) -> list[str]:
     """The sbatch scripts that submitit wrote: one per array, in `.submitit/<array job id>/`."""
     return [path.read_text() for path in sorted((sweep_dir / ".submitit").glob("*/*_submission.sh"))]
-
-
-def _task_folders(sweep_dir: Path) -> list[Path]:
-    """The folders of the array tasks, `.submitit/<array job id>_<task id>/`, with their logs."""
-    return sorted(folder for folder in (sweep_dir / ".submitit").glob("*_*") if folder.is_dir())
 
 
 def _job_folders(sweep_dir: Path) -> list[Path]:
@@ -269,12 +266,6 @@ def _run_span(task_folder: Path) -> tuple[datetime, datetime]:
         for match in SUBMITIT_LOG_TIME.finditer(path.read_text())
     ]
     return min(times), max(times)
-
-
-def _summary(sweep_dir: Path) -> list[dict[str, str]]:
-    """The rows of summary.csv, which the sweep summary callback writes at the end of a multirun."""
-    with (sweep_dir / "summary.csv").open(newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def _assert_no_warnings(result: subprocess.CompletedProcess[str], sweep_dir: Path) -> None:

@@ -184,3 +184,43 @@ def test_a_study_kept_in_memory_has_no_pictures(tmp_path: Path, caplog: pytest.L
     assert caplog.messages == [
         "No pictures of the study: it was kept in memory (hydra.sweeper.storage is null), and is gone."
     ]
+
+
+def test_a_picture_of_many_configurations_with_long_values_stays_readable(tmp_path: Path) -> None:
+    # 200 configurations, each with a value of 100,000 characters (a path, say): the best 40, shortened.
+    groups = [
+        SeedGroup({"dm.root": f"{index:03d}{'x' * 100_000}", "model.num_hidden": str(index % 3)}, [])
+        for index in range(200)
+    ]
+    for index, group in enumerate(groups):
+        group.jobs.append(Job(str(index), group.overrides, "finished", {"val/acc": 1 - index / 1000}))
+
+    figure = configurations_figure(groups, "val/acc")
+
+    (axes,) = figure.axes
+    assert axes.get_title() == "val/acc per configuration (the best 40 of 200)"
+    labels = [label.get_text() for label in axes.get_yticklabels()]
+    assert len(labels) == 40 and all(len(label) <= 40 + len(" (n=1)") for label in labels)
+    assert labels[0].startswith("000xxx") and "…" in labels[0]
+    path = tmp_path / "picture.png"
+    figure.savefig(path, dpi=100, bbox_inches="tight")  # pyright: ignore[reportUnknownMemberType] (its **kwargs)
+    with Image.open(path) as image:
+        assert image.width < 1_500 and image.height < 2_000
+
+
+def test_the_intermediate_values_tell_every_trial_apart_and_count_epochs_in_whole_numbers() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(25):  # more than tab20's twenty colours, and one epoch each
+        trial = study.ask()
+        trial.report(trial.suggest_float("lr", 0, 1), step=1)
+        study.tell(trial, trial.params["lr"])
+
+    figures = study_figures(study, "val/acc")
+
+    intermediate = figures["intermediate_values"].axes[0]
+    assert len(intermediate.lines) == 25
+    assert len({line.get_color() for line in intermediate.lines}) == 25  # pyright: ignore[reportUnknownMemberType]
+    assert sorted(int(text.get_text()) for text in intermediate.texts) == list(range(25))  # each line's number
+    assert intermediate.get_legend() is None  # a legend of 25 entries in repeated colours says nothing
+    assert list(intermediate.get_xticks()) == [1]  # one epoch: one whole-number tick
+    assert figures["intermediate_values"].axes[1].get_ylabel() == "Trial"  # the colour bar

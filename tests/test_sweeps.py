@@ -1,70 +1,27 @@
 """Multiruns end to end: the summary and pictures of a grid, run by the basic launcher and by submitit's, and
 a killed grid sweep that continues (Optuna studies: tests/test_optuna.py)."""
 
-import csv
 import json
-import os
 import shlex
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from tests.conftest import REPO, RunMain, program_trusting
+from tests.helpers import (
+    IN_JOBS,
+    ONE_THREAD,
+    TINY,
+    RunMain,
+    assert_pictures,
+    fail_job,
+    hydra_lines,
+    read_csv,
+    start,
+)
 
 pytestmark = pytest.mark.slow  # every test here runs main.py in subprocesses
-
-# Small, fast jobs that still train and evaluate.
-TINY = ("model.hidden_dim=16", "opt.epochs=1")
-# An optimiser that raises in one job, like an experiment that crashes (rather than one with wrong
-# settings, which main.py turns into an exit of the whole multirun).
-FAILING_OPTIMIZER = """
-import os
-
-import torch
-from hydra.core.hydra_config import HydraConfig
-
-
-class AdamWFailingInOneJob(torch.optim.AdamW):
-    def __init__(self, *args, **kwargs):
-        if HydraConfig.get().job.num == int(os.environ["FAILING_JOB"]):
-            raise RuntimeError("injected failure")
-        super().__init__(*args, **kwargs)
-"""
-
-
-def fail_job(job: int, tmp_path: Path) -> tuple[tuple[str, ...], dict[str, str], Path]:
-    """The overrides that make job number `job` of a multirun raise, the environment they need, and the
-    program that trusts the failing optimiser's module."""
-    module_dir = tmp_path / "injected"
-    module_dir.mkdir()
-    (module_dir / "failing_optimizer.py").write_text(FAILING_OPTIMIZER)
-    program = program_trusting("failing_optimizer", tmp_path / "program")
-    overrides = ("opt.optimizer_cls=failing_optimizer.AdamWFailingInOneJob",)
-    return overrides, {"PYTHONPATH": str(module_dir), "FAILING_JOB": str(job)}, program
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def hydra_lines(output: str) -> list[str]:
-    """The lines that Hydra's logger printed (the sweep's, not its jobs'), without their time stamps."""
-    return [line.split("][HYDRA] ", 1)[1] for line in output.splitlines() if "][HYDRA] " in line]
-
-
-def assert_pictures(output: str, cwd: Path, sweep: str, names: list[str]) -> None:
-    """The pictures are named in the summary's last line, as paths from where the sweep ran, and are PNG images."""
-    paths = [f"{sweep}/{name}.png" for name in names]
-    assert hydra_lines(output)[-1] == f"Pictures: {', '.join(paths)}"
-    for path in paths:
-        with Image.open(cwd / path) as image:
-            assert image.format == "PNG"
 
 
 def test_grid_summary_lists_every_job_and_averages_over_seeds(run_main: RunMain, tmp_path: Path) -> None:
@@ -113,9 +70,8 @@ def test_grid_summary_lists_every_job_and_averages_over_seeds(run_main: RunMain,
 
 def test_summary_collects_jobs_run_by_another_launcher(run_main: RunMain, tmp_path: Path) -> None:
     # submitit_local runs each job in a process of its own, which must be able to import `src`.
-    env = {"PYTHONPATH": str(REPO)}
     result = run_main(
-        "--multirun", "hydra/launcher=submitit_local", "seed=42,43", *TINY, "hydra.sweep.dir=sweep", env=env
+        "--multirun", "hydra/launcher=submitit_local", "seed=42,43", *TINY, "hydra.sweep.dir=sweep", env=IN_JOBS
     )
 
     assert result.returncode == 0, result.stderr
@@ -133,24 +89,17 @@ def test_summary_collects_jobs_run_by_another_launcher(run_main: RunMain, tmp_pa
 GRID = ("--multirun", "seed=1,2,3", "opt.epochs=2", "model.hidden_dim=256", "opt.batch_size=8")
 
 
-def start_sweep(cwd: Path, *args: str, env: dict[str, str], program: Path = REPO / "main.py") -> subprocess.Popen[str]:
-    """Start `python main.py ARGS` in the background, as `run_main` runs it."""
-    return subprocess.Popen([sys.executable, str(program), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
-
-
 def test_a_killed_grid_sweep_continues_with_the_command_it_printed(
     run_main: RunMain, mnist_root: Path, tmp_path: Path
 ) -> None:
     failing, env, program = fail_job(0, tmp_path)  # job 0 fails, job 1 finishes, job 2 is killed, as the sweep runs
-    env |= {"OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}  # one thread: faster on a busy machine
+    env |= ONE_THREAD
     # What the sweep computes when nothing stops it (FAILING_JOB=-1: no job fails).
     reference = run_main(*GRID, *failing, "hydra.sweep.dir=reference", env=env | {"FAILING_JOB": "-1"}, program=program)
     assert reference.returncode == 0, reference.stderr
 
     # Killed (SIGKILL: nothing runs after it) within job 2's second epoch, in its timestamped sweep directory.
-    first = start_sweep(
-        tmp_path, *GRID, *failing, env=os.environ | env | {"HYDRA_EXAMPLE_DATA": str(mnist_root)}, program=program
-    )
+    first = start(mnist_root, tmp_path, *GRID, *failing, env=env, program=program)
     try:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob("multirun/*/*/2/checkpoint.pt")):

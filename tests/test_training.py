@@ -14,7 +14,7 @@ from src.common.errors import RunFailedError, UserError
 from src.datasets.cmnist import PALETTE, CMNISTDataModule
 from src.optimisation import OptimisationCfg
 from src.training.loop import TrainingState, fit
-from tests.conftest import Train
+from tests.helpers import Train
 
 
 def metrics_record(output_dir: Path) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def test_default_run_learns_the_digits(train: Train, tmp_path: Path, caplog: pyt
     assert "Starting a run with seed 42 and GPU 0." in caplog.messages
     record = metrics_record(tmp_path / "out")
     assert record["status"] == "finished"
-    assert record["data_source"] == "mnist"
+    assert record["data"]["source"] == "mnist"
     assert record["metrics"]["val/acc"] == val_acc  # what a sweeper receives is what was recorded
     assert val_acc > 0.5  # ten classes: chance is 0.1
     assert f"Final val/acc={val_acc:.4f} (all metrics: out/metrics.json)" in caplog.messages
@@ -58,7 +58,7 @@ def test_without_mnist_the_run_uses_synthetic_digits_and_says_so(
         f"there are no MNIST files in {no_mnist_root}/MNIST/raw and dm.download=false; using SYNTHETIC digits"
     )
     record = metrics_record(tmp_path / "out")
-    assert record["data_source"] == "synthetic"
+    assert record["data"]["source"] == "synthetic"
     assert record["metrics"]["test/acc"] > 0.5
 
 
@@ -67,7 +67,7 @@ def test_synthetic_digits_can_be_forced(
 ) -> None:
     train(f"dm.root={no_mnist_root}", "dm.digits=SYNTHETIC", "model.hidden_dim=16", "opt.epochs=1")
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
-    assert metrics_record(tmp_path / "out")["data_source"] == "synthetic"
+    assert metrics_record(tmp_path / "out")["data"]["source"] == "synthetic"
 
 
 def test_label_map_colors_and_resolution_shape_the_data(

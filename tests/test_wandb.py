@@ -1,63 +1,18 @@
 """W&B: offline runs record what was logged; online failures are one clear line."""
 
-import importlib
-import json
-import struct
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from google.protobuf.json_format import MessageToDict
 
 from src.wandb_logging import WandbCfg, WandbMode
-from tests.conftest import RunMain
-
-BLOCK_SIZE = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of checksummed chunks
-FULL, LAST = 1, 4  # chunk types that end a record
-# W&B's generated protobuf module picks its classes when imported, so they have no static types.
-RECORD: Any = importlib.import_module("wandb.proto.wandb_internal_pb2").Record
-
-
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a .wandb file, parsed by W&B's own protobuf classes, as dictionaries."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    position, pending = 7, b""  # after the file header: ident, magic, version
-    while position + 7 <= len(data):
-        if BLOCK_SIZE - position % BLOCK_SIZE < 7:  # too little room for a chunk header: padding
-            position += BLOCK_SIZE - position % BLOCK_SIZE
-            continue
-        _checksum, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        if kind == 0:
-            break
-        pending += data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind in (FULL, LAST):
-            record = RECORD()
-            record.ParseFromString(pending)
-            pending = b""
-            yield MessageToDict(record)
-
-
-def logged(run_file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The config and the history rows of one offline run."""
-    config: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    for record in read_records(run_file):
-        config_record = record.get("run", record).get("config", {})
-        config |= {item["key"]: json.loads(item["valueJson"]) for item in config_record.get("update", [])}
-        if "history" in record:
-            items = record["history"]["item"]
-            history.append(
-                {item.get("key") or "/".join(item["nestedKey"]): json.loads(item["valueJson"]) for item in items}
-            )
-    return config, history
+from tests.helpers import RunMain, metrics_record
+from tests.wandb_records import logged
 
 
 @pytest.mark.slow
 def test_offline_run_logs_config_and_metrics_of_every_job(run_main: RunMain, tmp_path: Path) -> None:
     args = ("--multirun", "seed=1,2", "opt.epochs=2", "model.hidden_dim=32", "wandb.mode=offline", "wandb.dir=wb")
+    args += ("hydra.sweep.dir=sweep",)
     result = run_main(*args)
     assert result.returncode == 0, result.stderr
     run_files = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -66,7 +21,10 @@ def test_offline_run_logs_config_and_metrics_of_every_job(run_main: RunMain, tmp
     for run_file in run_files:
         config, history = logged(run_file)
         seeds.add(config["seed"])
-        assert config["data_source"] == "mnist"
+        assert config["data"]["source"] == "mnist"
+        # What the results belong to, as metrics.json records it.
+        record = metrics_record(tmp_path / "sweep" / str(config["seed"] - 1))
+        assert (config["data"], config["code"]) == (record["data"], record["code"])
         assert config["opt"]["epochs"] == 2
         epochs = [row for row in history if "epoch" in row]
         assert [row["epoch"] for row in epochs] == [1, 2]
@@ -75,6 +33,7 @@ def test_offline_run_logs_config_and_metrics_of_every_job(run_main: RunMain, tmp
     assert seeds == {1, 2}
 
 
+@pytest.mark.slow
 def test_online_without_an_api_key_is_one_clear_line(run_main: RunMain, tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "WANDB_API_KEY": "", "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
     result = run_main("wandb.mode=online", "opt.epochs=1", "model.hidden_dim=16", env=env)

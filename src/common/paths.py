@@ -10,12 +10,23 @@ from pathlib import Path
 
 from hydra.utils import to_absolute_path
 
+from src.common.errors import UserError
+
 __all__ = ["shown", "user_path"]
 
 
-def user_path(path: str | Path) -> Path:
-    """`path` made absolute: `~` expanded, and relative to the directory the program was started in."""
-    return Path(to_absolute_path(str(Path(path).expanduser())))
+def user_path(path: str | Path, key: str | None = None) -> Path:
+    """`path` made absolute: `~` expanded, and relative to the directory the program was started in; `key`: the
+    setting it comes from, for the message where `~user` names no user."""
+    try:
+        expanded = Path(path).expanduser()
+    except RuntimeError:  # `~user` of a user that does not exist (or no home for `~`)
+        given = f"{key}={path}" if key else str(path)
+        raise UserError(
+            f"{given}: {Path(path).parts[0]} is the home of a user, and this machine has no such user; give the path "
+            "in full."
+        ) from None
+    return Path(to_absolute_path(str(expanded)))
 
 
 def shown(path: str | Path) -> str:

@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
 from src.common.errors import UserError
-from src.data import Data, DataModule, Split, check_seed
+from src.data import Data, DataModule, Split, check_seed, hash_files
 
 __all__ = ["CelebADataModule", "CelebAttr", "UnknownAttributeError"]
 
@@ -115,7 +115,7 @@ class CelebADataModule(DataModule):
         so that runs with different seeds share it."""
         import torch
 
-        from src.datasets.celeba_files import load_celeba
+        from src.datasets.celeba_files import ATTR_FILE, FOLDER, PARTITION_FILE, load_celeba
 
         columns = [attribute.value for attribute in CelebAttr]  # iterating an Enum skips the alias BLOND
         celeba = load_celeba(self.root, res=self.default_res, download=self.download, attribute_names=columns)
@@ -127,8 +127,10 @@ class CelebADataModule(DataModule):
         groups = celeba.attributes[:, columns.index(self.subclass.value)].long()
 
         def split(index: int) -> Split:
-            members = partition == index
-            return Split(images=celeba.images[members], labels=labels[members], groups=groups[members])
+            # An index list into the images of all splits, which stay in the memory-mapped cache: a boolean
+            # mask (`celeba.images[members]`) would copy them into each process's memory.
+            rows = (partition == index).nonzero().squeeze(1)
+            return Split(images=celeba.images, rows=rows, labels=labels[rows], groups=groups[rows])
 
         return Data(
             train=split(0),
@@ -138,4 +140,7 @@ class CelebADataModule(DataModule):
             # Metric names such as val/acc_not_Male: no spaces or slashes, which W&B would show as nesting.
             group_names=[f"not_{self.subclass.value}", self.subclass.value],
             source="celeba",
+            # The two text files name every image and its labels; hashing 200,000 images on every run would not pay.
+            origin=hash_files(self.root / FOLDER / name for name in (ATTR_FILE, PARTITION_FILE)),
+            prepared_fingerprint=celeba.fingerprint,
         )

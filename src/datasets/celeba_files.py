@@ -1,7 +1,10 @@
 """CelebA's files as torchvision lays them out, read and checked here, and a cache of the resized images."""
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,10 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
 from src.common.errors import UserError
 from src.datasets.cache import cache_key, load_or_build
+from src.datasets.tensor_file import Empty
 
 __all__ = ["CelebAFiles", "load_celeba"]
 
@@ -24,7 +27,8 @@ IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 FIRST_ROW = 3  # the line of the first image in ATTR_FILE, after the count line and the header
-CHUNK = 256  # images decoded per task of the thread pool
+CHUNK = 256  # images decoded per task of a worker process
+PROGRESS_S = 15.0  # seconds between two lines of progress while decoding
 # Part of the cache key: bump it when the preprocessing changes, so that no old cache is read.
 CACHE_FORMAT = 1
 HOW_TO_GET = (
@@ -40,6 +44,7 @@ class CelebAFiles:
     images: Tensor  # uint8, (N, 3, res, res): centre-cropped to a square, then resized
     attributes: Tensor  # bool, (N, 40): True where the attribute file says 1, columns in its order
     partition: Tensor  # uint8, (N,): 0 train, 1 validation, 2 test, as in the partition file
+    fingerprint: str  # of the three tensors, computed when the cache was written
 
 
 def load_celeba(root: Path, *, res: int, download: bool, attribute_names: list[str]) -> CelebAFiles:
@@ -51,14 +56,21 @@ def load_celeba(root: Path, *, res: int, download: bool, attribute_names: list[s
     stats = [(folder / name).stat() for name in (ATTR_FILE, PARTITION_FILE)]
     settings = {"res": res, "format": CACHE_FORMAT, "files": [(stat.st_size, stat.st_mtime_ns) for stat in stats]}
 
-    def decode() -> dict[str, Tensor]:
+    def prepare(empty: Empty) -> dict[str, Tensor]:
         names, attributes = _read_attributes(folder / ATTR_FILE, attribute_names)
         partition = _read_partition(folder / PARTITION_FILE, names)
-        log.info(f"Decoding {len(names)} CelebA images to {res}x{res} px, once: later runs read them from a cache.")
-        return {"images": _decode(folder / IMAGE_DIR, names, res), "attributes": attributes, "partition": partition}
+        images = empty((len(names), 3, res, res), torch.uint8)  # in the cache file: no copy in memory
+        _decode(folder / IMAGE_DIR, names, images)
+        return {"images": images, "attributes": attributes, "partition": partition}
 
-    tensors = load_or_build(root / "cache" / f"celeba-{res}px-{cache_key(settings)}.pt", decode)
-    return CelebAFiles(images=tensors["images"], attributes=tensors["attributes"], partition=tensors["partition"])
+    prepared = load_or_build(root / "cache" / f"celeba-{res}px-{cache_key(settings)}.tensors", prepare)
+    tensors = prepared.tensors
+    return CelebAFiles(
+        images=tensors["images"],
+        attributes=tensors["attributes"],
+        partition=tensors["partition"],
+        fingerprint=prepared.fingerprint,
+    )
 
 
 def _ensure_present(root: Path, *, download: bool) -> None:
@@ -102,7 +114,7 @@ def _read_attributes(path: Path, attribute_names: list[str]) -> tuple[list[str],
             f"{attribute_names[-1]}, found {header[:60]!r}; {HOW_TO_GET}."
         )
     names: list[str] = []
-    rows: list[list[bool]] = []
+    rows: list[str] = []  # each row's values without the spaces, such as "-11-1...": read all at once below
     for number, line in enumerate(lines[FIRST_ROW - 1 :], start=FIRST_ROW):
         fields = line.split()
         values = fields[1:]
@@ -112,12 +124,17 @@ def _read_attributes(path: Path, attribute_names: list[str]) -> tuple[list[str],
                 f"found {line[:60]!r}; {HOW_TO_GET}."
             )
         names.append(fields[0])
-        rows.append([value == "1" for value in values])
+        rows.append("".join(values))
     if len(names) != int(count):
         raise UserError(
             f"{path}:1: announces {int(count)} images, but {len(names)} follow: the file is damaged; {HOW_TO_GET}."
         )
-    return names, torch.tensor(rows, dtype=torch.bool).view(len(names), len(attribute_names))
+    # Each value has one "1", preceded by a "-" where it is -1: a pass over 8 million values without a loop.
+    characters = np.frombuffer("".join(rows).encode(), dtype=np.uint8)
+    negated = np.zeros(len(characters), dtype=bool)
+    negated[1:] = characters[:-1] == ord("-")
+    present = ~negated[characters == ord("1")]
+    return names, torch.as_tensor(present).view(len(names), len(attribute_names))
 
 
 def _read_partition(path: Path, names: list[str]) -> Tensor:
@@ -141,39 +158,80 @@ def _read_partition(path: Path, names: list[str]) -> Tensor:
     return partition
 
 
-def _decode(image_dir: Path, names: list[str], res: int) -> Tensor:
-    """Decode the images, crop the centre square and resize it to `res` pixels, in several threads."""
+def _decode(image_dir: Path, names: list[str], images: Tensor) -> None:
+    """Decode the images into `images`, (N, 3, res, res): each cropped to its centre square and resized, by as
+    many worker processes as this process may use cores (torch's number of threads)."""
     present = {entry.name for entry in image_dir.iterdir()}  # one listing instead of a check per image
     for index, name in enumerate(names):
         if name not in present:
             raise UserError(f"{image_dir / name} is missing ({ATTR_FILE}:{index + FIRST_ROW} lists it); {HOW_TO_GET}.")
-    # Filled in place by the threads; numpy, because per-image tensor copies would each start torch's threads.
-    images = np.empty((len(names), 3, res, res), dtype=np.uint8)
-
-    def decode(indices: range) -> int:
-        for index in indices:
-            path = image_dir / names[index]
-            try:
-                with Image.open(path) as image:
-                    # JPEG can decode at 1/2, 1/4 or 1/8 of the size: much faster, if that still covers `res`.
-                    image.draft("RGB", (res, res))
-                    side = min(image.size)
-                    left, top = (image.width - side) // 2, (image.height - side) // 2
-                    square = (left, top, left + side, top + side)
-                    resized = image.convert("RGB").resize((res, res), Image.Resampling.BILINEAR, box=square)
-            except (OSError, SyntaxError) as error:  # Pillow's errors for unreadable and truncated files
-                raise UserError(
-                    f"{path} ({ATTR_FILE}:{index + FIRST_ROW}) is not a readable image ({error}); {HOW_TO_GET}."
-                ) from None
-            images[index] = np.asarray(resized).transpose(2, 0, 1)
-        return len(indices)
-
+    workers = torch.get_num_threads()
+    log.info(
+        f"Decoding {len(names):,} CelebA images to {images.shape[-1]}x{images.shape[-1]} px in {workers} processes, "
+        "once: later runs read them from a cache."
+    )
     chunks = [range(start, min(start + CHUNK, len(names))) for start in range(0, len(names), CHUNK)]
-    pool = ThreadPoolExecutor()  # Pillow releases the GIL while it decodes and resizes
+    # Forked, the workers inherit the names and `images`, a shared mapping that they write into: nothing but
+    # each chunk's range and count goes through a pipe.
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(image_dir, names, images.numpy()),
+    )
+    start = last_report = time.monotonic()
+    decoded = 0
     try:
-        with tqdm(total=len(names), desc="Decoding CelebA", unit="img", disable=None) as bar:
-            for done in pool.map(decode, chunks):
-                bar.update(done)
+        for count in pool.map(_decode_chunk, chunks):
+            decoded += count
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_S and decoded < len(names):
+                rate = decoded / (now - start)
+                log.info(
+                    f"Decoding CelebA: {decoded:,} of {len(names):,} images, {rate:,.0f} images/s, "
+                    f"{_duration((len(names) - decoded) / rate)} left."
+                )
+                last_report = now
     finally:
         pool.shutdown(cancel_futures=True)  # after an unreadable image, the rest are not decoded
-    return torch.as_tensor(images)  # shares the memory: no copy
+    seconds = time.monotonic() - start
+    log.info(f"Decoded {len(names):,} images in {_duration(seconds)} ({len(names) / seconds:,.0f} images/s).")
+
+
+# What a worker process decodes: the image folder, the names, and the array to write into (set once per process).
+_job: tuple[Path, list[str], np.ndarray] | None = None
+
+
+def _start_worker(image_dir: Path, names: list[str], images: np.ndarray) -> None:
+    global _job  # noqa: PLW0603 (the state of a worker process, set as it starts)
+    _job = (image_dir, names, images)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process, which stops the workers
+
+
+def _decode_chunk(indices: range) -> int:
+    """Decode the images at `indices` into the shared array; their number."""
+    assert _job is not None
+    image_dir, names, images = _job
+    res = images.shape[-1]
+    for index in indices:
+        path = image_dir / names[index]
+        try:
+            with Image.open(path) as image:
+                # JPEG can decode at 1/2, 1/4 or 1/8 of the size: much faster, if that still covers `res`.
+                image.draft("RGB", (res, res))
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                square = (left, top, left + side, top + side)
+                resized = image.convert("RGB").resize((res, res), Image.Resampling.BILINEAR, box=square)
+        except (OSError, SyntaxError) as error:  # Pillow's errors for unreadable and truncated files
+            raise UserError(
+                f"{path} ({ATTR_FILE}:{index + FIRST_ROW}) is not a readable image ({error}); {HOW_TO_GET}."
+            ) from None
+        images[index] = np.asarray(resized).transpose(2, 0, 1)
+    return len(indices)
+
+
+def _duration(seconds: float) -> str:
+    """42 -> '42 s'; 134 -> '2 min 14 s'."""
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"

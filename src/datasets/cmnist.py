@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from typing_extensions import override
 
 from src.common.errors import UserError
-from src.data import Data, DataModule, Split
+from src.data import Data, DataModule, Split, hash_files
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -39,7 +39,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TintedSplit(Split):
     """Grey digits, (N, 1, H, W), drawn in their group's colour as each batch is formed: three times
     less memory than colour images."""
@@ -100,7 +100,8 @@ class CMNISTDataModule(DataModule):
             if labels != set(range(len(labels))):
                 raise UserError(f"dm.label_map={self.label_map} must map to the labels 0 to {len(labels) - 1}.")
             if len(labels) < 2:
-                raise UserError(f"dm.label_map={self.label_map} maps to one label: a classifier needs two or more.")
+                how_many = "one label" if labels else "no label"
+                raise UserError(f"dm.label_map={self.label_map} maps to {how_many}: a classifier needs two or more.")
 
     @override
     def build(self, *, seed: int) -> Data:
@@ -115,8 +116,10 @@ class CMNISTDataModule(DataModule):
         names = ("default_res", "label_map", "colors", "num_colors", "correlation", "val_prop")
         settings = {name: getattr(self, name) for name in names} | {"seed": seed, "format": CACHE_FORMAT}
         settings["files"] = [(file.stat().st_size, file.stat().st_mtime_ns) for file in mnist_files or []]
-        path = self.root / "cache" / f"cmnist-{source}-{cache_key(settings)}.pt"
-        tensors = load_or_build(path, lambda: self._prepare(source, seed))
+        path = self.root / "cache" / f"cmnist-{source}-{cache_key(settings)}.tensors"
+        # Small enough to prepare in memory and copy into the cache: `empty`, to write in place, is not needed.
+        prepared = load_or_build(path, lambda empty: self._prepare(source, seed))
+        tensors = prepared.tensors
         group_colors = torch.tensor([PALETTE[name] for name in self._color_names()]) / 255
         splits = {
             name: TintedSplit(
@@ -134,7 +137,15 @@ class CMNISTDataModule(DataModule):
                     "choose a dm.val_prop that leaves digits for both training and validation."
                 )
         num_classes = 10 if self.label_map is None else len(set(self.label_map.values()))
-        return Data(**splits, num_classes=num_classes, group_names=self._color_names(), source=source)
+        return Data(
+            **splits,
+            num_classes=num_classes,
+            group_names=self._color_names(),
+            source=source,
+            # Synthetic digits are made by this code, from the seed: their origin is the code, which results record.
+            origin="synthetic" if mnist_files is None else hash_files(mnist_files),
+            prepared_fingerprint=prepared.fingerprint,
+        )
 
     @override
     def memory_needed(self) -> int:

@@ -11,8 +11,8 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
-from src.common.targets import instantiates
-from src.optuna_sweeper.storage import storage_file
+from src.common.targets import check_target, instantiates
+from src.optuna_sweeper.storage import check_storage
 
 __all__ = ["check_sweeper_settings"]
 
@@ -29,10 +29,18 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str], cwd: Path)
     if not 0 <= sweeper.max_failure_rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate={sweeper.max_failure_rate} must be between 0 and 1.")
     _check_direction(sweeper.direction)
-    from optuna.pruners import NopPruner
-    from optuna.samplers import GridSampler
+    from optuna.pruners import BasePruner, NopPruner
+    from optuna.samplers import BaseSampler, GridSampler
 
+    check_target(sweeper.sampler, "hydra.sweeper.sampler", BaseSampler, "hydra/sweeper/sampler")
+    if sweeper.storage is not None and sweeper.study_name is None:
+        raise UserError(
+            "hydra.sweeper.study_name=null: a stored study needs a name, by which the next sweep continues it and "
+            "each job finds its trial; give it one."
+        )
     pruner = sweeper.get("pruner")  # our sweeper's (`StudySweeperConf`); the plugin's has none
+    if pruner is not None:
+        check_target(pruner, "hydra.sweeper.pruner", BasePruner, "hydra/sweeper/pruner")
     if pruner is not None and not instantiates(pruner, NopPruner) and None in (sweeper.storage, sweeper.study_name):
         raise UserError(
             f"hydra.sweeper.pruner={pruner._target_} needs a stored study, where each job reports to its "
@@ -45,7 +53,7 @@ def check_sweeper_settings(sweeper: DictConfig, overrides: list[str], cwd: Path)
     params = {**cast(dict[str, str], OmegaConf.to_container(sweeper.params or {})), **_keyed(overrides)}
     _check_search_space(params, grid=grid)
     if sweeper.storage is not None:
-        storage_file(str(sweeper.storage), cwd)
+        check_storage(str(sweeper.storage), cwd)
 
 
 def _check_direction(direction: Any) -> None:

@@ -13,23 +13,48 @@ from src.common.paths import shown
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
-__all__ = ["open_storage", "storage_file"]
+__all__ = ["check_storage", "lock_file", "open_storage", "storage_file"]
 
 SQLITE = "sqlite:///"
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
 
 
 def open_storage(setting: str | None, cwd: Path) -> BaseStorage:
     """The storage that `hydra.sweeper.storage` names; a relative path is relative to `cwd`, the directory
     the sweep started from, also in a job that runs elsewhere (`hydra.job.chdir=true`, another machine)."""
     import optuna
-    from optuna.storages.journal import JournalFileBackend
 
     if setting is None:
         return optuna.storages.InMemoryStorage()
-    path = storage_file(setting, cwd)
+    path = check_storage(setting, cwd)
     if setting.startswith(SQLITE):
         return optuna.storages.RDBStorage(f"{SQLITE}{path}")
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    from src.optuna_sweeper.journal import journal_backend
+
+    return optuna.storages.JournalStorage(journal_backend(path))
+
+
+def check_storage(setting: str, cwd: Path) -> Path:
+    """The file that `hydra.sweeper.storage` names (`storage_file()`), refused if it holds no study that Optuna
+    can read whole: an SQLite database that is none, a journal whose last record was cut short or that has a
+    line Optuna cannot read (`check_journal()`)."""
+    path = storage_file(setting, cwd)
+    if setting.startswith(SQLITE):
+        if path.is_file() and path.stat().st_size > 0 and _header(path) != SQLITE_HEADER:
+            raise UserError(
+                f"hydra.sweeper.storage={setting}: {shown(path)} is not an SQLite database; move it away, or keep "
+                "the study in another file."
+            )
+        return path
+    from src.optuna_sweeper.journal import check_journal
+
+    check_journal(path)
+    return path
+
+
+def _header(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(len(SQLITE_HEADER))
 
 
 def storage_file(setting: str, cwd: Path) -> Path:
@@ -47,4 +72,16 @@ def storage_file(setting: str, cwd: Path) -> Path:
             f"hydra.sweeper.storage={setting}: the folder {shown(path.parent)} does not exist; create it, or keep "
             "the study in a folder that does."
         )
+    if path.exists() and not path.is_file():
+        raise UserError(
+            f"hydra.sweeper.storage={setting}: {shown(path)} is not a file; move it away, or keep the study in "
+            "another file."
+        )
     return path
+
+
+def lock_file(setting: str, cwd: Path) -> Path:
+    """The lock beside the study's file: held while a sweep process starts a trial, or a job binds the study
+    to its data, so that sweep processes and jobs that share the study take turns."""
+    path = storage_file(setting, cwd)
+    return path.with_name(f"{path.name}.next-trial")

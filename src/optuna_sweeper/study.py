@@ -25,18 +25,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from src.common.errors import UserError
-from src.optuna_sweeper.storage import open_storage, storage_file
+from src.common.targets import instantiates
+from src.optuna_sweeper.storage import lock_file, open_storage, storage_file
 from src.records.identity import changed_settings
 
 if TYPE_CHECKING:
     import optuna
+    from omegaconf import DictConfig
     from optuna.distributions import BaseDistribution
     from optuna.pruners import BasePruner
     from optuna.samplers import BaseSampler
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["INTERRUPTED", "Next", "SharedStudy"]
+__all__ = ["INTERRUPTED", "Next", "SharedStudy", "rerun_trials", "stored_study"]
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"  # user attribute of a trial that was given up because its sweep process died
@@ -85,9 +87,8 @@ class SharedStudy:
         """Create the study, or load it if it exists."""
         import optuna
 
-        path = None if storage is None else storage_file(storage, cwd)
         # Beside the storage, `<file>.next-trial.lock` exists while a sweep process starts a trial.
-        lock_file = None if path is None else path.with_name(f"{path.name}.next-trial")
+        lock = None if storage is None else lock_file(storage, cwd)
         opened = open_storage(storage, cwd)
         study = optuna.create_study(
             storage=opened,
@@ -97,7 +98,7 @@ class SharedStudy:
             directions=cast(Sequence[Literal["minimize", "maximize"]], directions),
             load_if_exists=True,
         )
-        return cls(study, opened, lock_file)
+        return cls(study, opened, lock)
 
     def bind(
         self, settings: dict[str, Any], search_space: dict[str, BaseDistribution], directions: list[str], where: str
@@ -113,11 +114,18 @@ class SharedStudy:
                 self._storage.set_study_system_attr(self._study_id, SETTINGS, settings)
                 self._storage.set_study_system_attr(self._study_id, SEARCH_SPACE, space)
                 return
+        stored_space: object = stored.get(SEARCH_SPACE)
+        if not isinstance(stored[SETTINGS], dict) or not isinstance(stored_space, dict):
+            raise UserError(
+                f"the study {self.study.study_name} in {where} was not started by this program's sweeper (its record "
+                "of the settings has another shape): start a new study with another hydra.sweeper.study_name."
+            )
+        old_space = cast(dict[str, Any], stored_space)
         changes = changed_settings(stored[SETTINGS], settings)
         changes += [
-            f"search space of {name}: {_describe(stored[SEARCH_SPACE].get(name))} -> {_describe(space.get(name))}"
-            for name in sorted(stored[SEARCH_SPACE].keys() | space.keys())
-            if stored[SEARCH_SPACE].get(name) != space.get(name)
+            f"search space of {name}: {_describe(old_space.get(name))} -> {_describe(space.get(name))}"
+            for name in sorted(old_space.keys() | space.keys())
+            if old_space.get(name) != space.get(name)
         ]
         # Optuna loads a stored study in its own directions, whatever `create_study` is asked for.
         stored_directions = [direction.name.lower() for direction in self.study.directions]
@@ -262,9 +270,11 @@ def _alive() -> dict[str, Any]:
 
 def _abandoned(trial: FrozenTrial) -> bool:
     """Whether a running trial's sweep process has died, as far as this process can tell."""
-    sweep = trial.system_attrs.get(SWEEP)
-    if sweep is None:  # not started by this sweeper (by the plugin's, say): nobody keeps it alive
-        return True
+    recorded: object = trial.system_attrs.get(SWEEP)
+    sweep = cast(dict[str, Any], recorded) if isinstance(recorded, dict) else {}
+    expected = {"host": str, "pid": int, "alive_at": float}
+    if not all(isinstance(sweep.get(key), kind) for key, kind in expected.items()):
+        return True  # not started by this sweeper (by the plugin's, say): nobody keeps it alive
     if sweep["host"] == socket.gethostname() and (sweep["pid"] == os.getpid() or not _process_exists(sweep["pid"])):
         return True
     return time.time() - sweep["alive_at"] > GRACE_S
@@ -284,4 +294,39 @@ def _describe(distribution: str | None) -> str:
     """A stored distribution, as Optuna prints it; `none` for a parameter that was not searched."""
     from optuna.distributions import json_to_distribution
 
-    return "none" if distribution is None else repr(json_to_distribution(distribution))
+    if distribution is None:
+        return "none"
+    try:
+        return repr(json_to_distribution(distribution))
+    except (ValueError, KeyError, TypeError):  # not a distribution that Optuna wrote
+        return repr(distribution)
+
+
+def rerun_trials(study: optuna.Study) -> dict[int, int]:
+    """The trials given up when their sweep stopped (`SharedStudy.give_up_mine()`), each with the trial that ran
+    it again: Optuna records a retry's history."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():  # experimental since Optuna 3.0, as the retry itself (`_give_up()`)
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        histories = {trial.number: RetryHeartbeatStaleTrialCallback.retry_history(trial) for trial in study.trials}
+    return {history[-1]: number for number, history in histories.items() if history}
+
+
+def stored_study(sweeper: DictConfig) -> optuna.Study | None:
+    """The study of an Optuna sweep, as its `hydra.sweeper` config names it; None for other sweepers, for a
+    study kept in memory, which ended with its sweep, and for one that the sweep stopped before it made.
+    (Hydra calls the callbacks in the directory the sweep ran from, which a relative `storage` is relative to.)"""
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    if not instantiates(sweeper, OptunaSweeper) or sweeper.storage is None:
+        return None
+    if not storage_file(sweeper.storage, Path.cwd()).is_file():
+        return None  # opening the storage would make the file
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=sweeper.study_name, storage=open_storage(sweeper.storage, Path.cwd()))
+    except KeyError:  # Optuna's "Record does not exist": no study of that name
+        return None

@@ -27,10 +27,13 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
-from src.common.errors import UserError, exit_on_user_error
+from src.common.errors import UserError
+from src.common.exits import exit_on_user_error
+from src.common.files import write_atomically
 from src.optuna_sweeper.config import (
     PRUNER_TARGETS,
     HyperbandPrunerConfig,
@@ -39,6 +42,7 @@ from src.optuna_sweeper.config import (
     StudySweeperConf,
 )
 from src.optuna_sweeper.slots import Trials
+from src.optuna_sweeper.space_check import refuse_values_that_never_run
 from src.optuna_sweeper.study import SharedStudy
 
 if TYPE_CHECKING:
@@ -74,6 +78,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         assert config is not None and launcher is not None, "setup() comes first"
         # The plugin's own helpers turn `params` and the command line's sweeps into Optuna distributions.
         space = plugin_api.sweep_search_space(plugin, arguments)
+        refuse_values_that_never_run(space, self._refusal)
         sampler, n_trials = self._sampler(space.distributions)
         directions = plugin_api.directions(plugin)
 
@@ -133,13 +138,32 @@ class ResumableOptunaSweeper(OptunaSweeper):
         assert plugin.hydra_context is not None and plugin.config is not None, "setup() comes first"
         config = plugin.hydra_context.config_loader.load_sweep_config(plugin.config, fixed)
         task = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
+        refuse_credentials(task)  # the study stores them
         settings = plain_config(cast(dict[str, Any], OmegaConf.to_container(task, resolve=True)))
-        refuse_credentials(settings)  # the study stores them
         for name in search_space:
             *parents, leaf = name.lstrip("+").split(".")
             node = functools.reduce(lambda node, key: node.get(key, {}), parents, settings)
             node.pop(leaf, None)
         return settings
+
+    def _refusal(self, overrides: list[str]) -> str | None:
+        """Why a job of these overrides would be refused as its config is checked (`checked_config()`), or None."""
+        from hydra.errors import HydraException
+
+        from src.checks.schema import checked_config
+
+        plugin = self.sweeper
+        assert plugin.hydra_context is not None and plugin.config is not None, "setup() comes first"
+        try:
+            config = plugin.hydra_context.config_loader.load_sweep_config(plugin.config, overrides)
+            with read_write(config), open_dict(config):
+                del config["hydra"]  # the job's own config, as Hydra gives it to the job
+            checked_config(config)
+        except UserError as error:
+            return str(error)
+        except (HydraException, OmegaConfBaseException) as error:  # an override that the schema does not take
+            return str(error).strip().splitlines()[0]
+        return None
 
     def _report_best(self, study: optuna.Study, directions: list[str]) -> None:
         """Log the best trial (or the Pareto front) and write it to `optimization_results.yaml`, as the plugin does."""
@@ -159,7 +183,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
             log.info(f"Number of Pareto solutions: {len(study.best_trials)}")
             for trial in study.best_trials:
                 log.info(f"    Values: {trial.values}, Params: {trial.params}")
-        OmegaConf.save(OmegaConf.create(results), Path(self.sweeper.sweep_dir) / "optimization_results.yaml")
+        text = OmegaConf.to_yaml(OmegaConf.create(results)).encode()
+        write_atomically(Path(self.sweeper.sweep_dir) / "optimization_results.yaml", lambda file: file.write(text))
 
 
 def register_sweeper() -> None:

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from src.common.errors import UserError
 from src.common.targets import instantiates
+from src.optuna_sweeper.storage import lock_file
+from src.records.identity import data_label, data_settings
 from src.records.metrics import METRIC
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.storages import BaseStorage
 
-    from src.training.loop import Metrics
 
 __all__ = ["StudyTrial", "this_jobs_trial"]
 
 log = logging.getLogger(__name__)
+DATA = "data"  # system attribute of the study: the data its trials ran on, by their data settings
 
 
 class StudyTrial:
@@ -38,7 +41,7 @@ class StudyTrial:
         self._reported = reported  # the epochs whose accuracy the trial has: those before an interruption too
         self.pruned = pruned
 
-    def report(self, history: list[Metrics]) -> None:
+    def report(self, history: list[dict[str, float]]) -> None:
         """Report the validation accuracy of each epoch in `history` that the trial lacks (epoch n is step n),
         then ask the study's pruner whether to go on; if not, record the trial as PRUNED, and set `pruned`.
 
@@ -69,10 +72,12 @@ class StudyTrial:
         self._trial.study.tell(self._trial, value, skip_if_finished=True)
 
 
-def this_jobs_trial(history: list[Metrics]) -> StudyTrial | None:
+def this_jobs_trial(history: list[dict[str, float]], identity: dict[str, dict[str, Any]]) -> StudyTrial | None:
     """The trial of this job, if it is one of our Optuna sweeper's in a stored study, and still runs or was
     pruned; None otherwise (its sweep gave it up, or an `--experimental-rerun` reruns a finished trial).
-    A job that continues from a checkpoint reports the epochs of `history` that its trial lacks."""
+    A job that continues from a checkpoint reports the epochs of `history` that its trial lacks. The study is
+    bound to its data (`identity`: what the job's results belong to), as it is bound to its settings, and the
+    trial records its data and code (user attributes)."""
     if not HydraConfig.initialized():  # `run()` called as a library
         return None
     hydra = HydraConfig.get()
@@ -88,21 +93,50 @@ def this_jobs_trial(history: list[Metrics]) -> StudyTrial | None:
     from src.optuna_sweeper.config import PRUNER_TARGETS
     from src.optuna_sweeper.storage import open_storage
 
-    storage = open_storage(sweeper.storage, Path(hydra.runtime.cwd))
+    cwd = Path(hydra.runtime.cwd)
+    storage = open_storage(sweeper.storage, cwd)
     pruner = instantiate(sweeper.pruner, _execution_whitelist_=PRUNER_TARGETS)
     # The sweeper samples the parameters; the job's study only judges, so its sampler does nothing.
     study = optuna.load_study(
         study_name=sweeper.study_name, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
     )
     study_id = storage.get_study_id_from_name(study.study_name)
+    _bind_to_data(storage, study_id, identity["data"], where=f"{sweeper.storage}", lock=lock_file(sweeper.storage, cwd))
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, hydra.job.num)
     trial = storage.get_trial(trial_id)
     if trial.state not in (TrialState.RUNNING, TrialState.PRUNED):
         log.info(f"Trial {trial.number} of the study {study.study_name} is {trial.state.name}: not reporting to it.")
         return None
+    if trial.state == TrialState.RUNNING:
+        for name, value in identity.items():
+            storage.set_trial_user_attr(trial_id, name, value)
     this_trial = StudyTrial(
         optuna.Trial(study, trial_id), set(trial.intermediate_values), pruned=trial.state == TrialState.PRUNED
     )
     if not this_trial.pruned:
         this_trial.report(history)
     return this_trial
+
+
+def _bind_to_data(storage: BaseStorage, study_id: int, data: dict[str, str], *, where: str, lock: Path) -> None:
+    """Tie the stored study to the data its trials run on, by their data settings (`data_settings()`): a
+    study continued on other data is refused, as a sweep is."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    key = data_settings(list(HydraConfig.get().overrides.task))
+    dataset = {"source": data["source"], "origin": data["origin"]}
+    file_lock = JournalFileOpenLock(str(lock))
+    file_lock.acquire()  # sweep processes and jobs that share the study take turns
+    try:
+        bound: dict[str, dict[str, str]] = storage.get_study_system_attrs(study_id).get(DATA, {})
+        earlier = bound.setdefault(key, dataset)
+        if earlier != dataset:
+            raise UserError(
+                f"the study in {where} ran its trials of these data settings ({key}) on {data_label(earlier)} data, "
+                f"and this trial's data is {data_label(data)}: continue the study on the data it started with (check "
+                "dm.root, and HYDRA_EXAMPLE_DATA, which it defaults to), or start a new study with another "
+                "hydra.sweeper.study_name."
+            )
+        storage.set_study_system_attr(study_id, DATA, bound)
+    finally:
+        file_lock.release()

@@ -13,15 +13,18 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import cast
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.common.errors import UserError, exit_on_user_error
+from src.common.errors import UserError
+from src.common.exits import exit_on_user_error
+from src.common.files import write_atomically, written_together
 
-__all__ = ["RECORD", "HydraRecord", "check_rerun_argument"]
+__all__ = ["RECORD", "HydraRecord", "check_rerun_argument", "saved_overrides"]
 
 RECORD = ".hydra"  # where Hydra keeps it, and where `--experimental-rerun` looks
 
@@ -59,11 +62,18 @@ class HydraRecord:
             shutil.rmtree(self.record, ignore_errors=True)
 
     def _save(self) -> None:
+        """Save the three files, all new or (stopped meanwhile) all as they were."""
         self.record.mkdir(exist_ok=True)
         hydra_config = HydraConfig.get()
-        OmegaConf.save(self.cfg, self.record / "config.yaml")
-        OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), self.record / "hydra.yaml")
-        OmegaConf.save(hydra_config.overrides.task, self.record / "overrides.yaml")
+        saved = {
+            "config.yaml": self.cfg,
+            "hydra.yaml": OmegaConf.create({"hydra": hydra_config}),
+            "overrides.yaml": hydra_config.overrides.task,
+        }
+        with written_together():
+            for name, config in saved.items():
+                text = OmegaConf.to_yaml(config)
+                write_atomically(self.record / name, lambda file, text=text: file.write(text.encode()))
 
 
 def check_rerun_argument(arguments: list[str] | None = None) -> None:
@@ -88,14 +98,45 @@ def _check_rerun_argument(arguments: list[str]) -> None:
                 )
 
 
+def saved_overrides(record_file: Path, *keys: str) -> list[str] | None:
+    """The overrides, as typed, that Hydra saved in the YAML file `record_file` (under `keys`: `hydra`,
+    `overrides`, `task` in a sweep's multirun.yaml); None where it holds none: the file is missing, is no YAML,
+    or has another shape (it is no record of this program)."""
+    saved = _find(_read_yaml(record_file), keys)
+    if not isinstance(saved, list) or not all(isinstance(item, str) for item in cast(list[object], saved)):
+        return None
+    return cast(list[str], saved)
+
+
+def _read_yaml(path: Path) -> object:
+    """What a YAML file holds; None where it cannot be read as YAML."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _find(saved: object, keys: tuple[str, ...]) -> object:
+    """`saved[key1][key2]...`, or None where there is no such value."""
+    for key in keys:
+        saved = cast(dict[str, object], saved).get(key) if isinstance(saved, dict) else None
+    return saved
+
+
 def _record_problem(record: Path) -> str | None:
-    """What keeps Hydra from reading the record of a run, if anything."""
+    """What keeps Hydra from reading the record of a run, if anything: the files it reads, in the shape it
+    reads them (lists of overrides, the job's settings)."""
     for name in ("hydra.yaml", "overrides.yaml"):
         if not (record / name).is_file():
             return f"it has no {RECORD}/{name}"
+    if saved_overrides(record / "overrides.yaml") is None:
+        return f"its {RECORD}/overrides.yaml is no list of overrides, as this program saves them"
+    hydra_file = record / "hydra.yaml"
+    saved_job = _find(_read_yaml(hydra_file), ("hydra", "job"))
+    if saved_overrides(hydra_file, "hydra", "overrides", "hydra") is None or not isinstance(saved_job, dict):
+        return f"its {RECORD}/hydra.yaml is no record of Hydra's settings, as this program saves them"
     try:
-        OmegaConf.load(record / "hydra.yaml").hydra.overrides.hydra  # noqa: B018 (read to check)
-        OmegaConf.load(record / "overrides.yaml")
-    except (OSError, OmegaConfBaseException, AttributeError, yaml.YAMLError) as error:
+        OmegaConf.load(hydra_file)  # as Hydra reads it
+    except (OSError, OmegaConfBaseException, yaml.YAMLError) as error:
         return str(error).strip().splitlines()[0]
     return None

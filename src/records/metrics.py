@@ -4,9 +4,10 @@ format and the name of the metric that a run returns and sweepers optimise."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from src.common.files import write_atomically
 
@@ -17,16 +18,23 @@ METRICS_FILE = "metrics.json"
 # A run's status: it trained all its epochs and was tested; an Optuna study's pruner stopped it (its metrics
 # are those of its last epoch); a signal stopped it (no metrics). A job without the file failed.
 FINISHED, PRUNED, INTERRUPTED = "finished", "pruned", "interrupted"
+# metrics.json's fields, and the type of each (`RunResult`).
+SHAPE = {"status": str, "epoch": int, "metrics": dict, "data": dict, "code": dict, "code_before": list}
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """What metrics.json holds."""
+    """What metrics.json holds: the result, and what it belongs to."""
 
     status: str  # FINISHED, PRUNED or INTERRUPTED
     epoch: int  # epochs completed
-    data_source: str  # where the images came from: mnist, synthetic, celeba
-    metrics: dict[str, float] = field(default_factory=dict[str, float])  # empty for an interrupted run
+    metrics: dict[str, float]  # the final metrics (a pruned run's: its last epoch's); empty for an interrupted run
+    # The data it trained on: `source` and `origin` (`Data`), and `fingerprint`, a hash of every tensor.
+    data: dict[str, str]
+    # The code that computed it (`code_identity()`), and the code of the run's earlier parts, if it was
+    # stopped and continued with other code: oldest first, empty where the code never changed.
+    code: dict[str, Any]
+    code_before: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
 
     @property
     def value(self) -> float:
@@ -47,16 +55,18 @@ def read_result(output_dir: Path) -> RunResult | None:
         record: object = json.loads((output_dir / METRICS_FILE).read_text())
     except (OSError, ValueError):  # no file, or not JSON
         return None
-    if not isinstance(record, dict):
+    if not isinstance(record, dict) or set(cast(dict[str, object], record)) != set(SHAPE):
         return None
     fields = cast(dict[str, object], record)
-    status, epoch, source, metrics = (fields.get(name) for name in ("status", "epoch", "data_source", "metrics"))
-    if not (
-        isinstance(status, str) and isinstance(epoch, int) and isinstance(source, str) and isinstance(metrics, dict)
-    ):
+    if not all(isinstance(fields[name], kind) for name, kind in SHAPE.items()) or not _is_number(fields["epoch"]):
         return None
-    values = cast(dict[object, object], metrics)
-    if not all(isinstance(name, str) and isinstance(value, int | float) for name, value in values.items()):
+    metrics = cast(dict[object, object], fields["metrics"])
+    if not all(isinstance(name, str) and _is_number(value) for name, value in metrics.items()):
         return None
-    result = RunResult(status, epoch, source, cast(dict[str, float], values))
-    return None if status in (FINISHED, PRUNED) and METRIC not in result.metrics else result
+    result = RunResult(**cast(dict[str, Any], fields))
+    return None if result.status in (FINISHED, PRUNED) and METRIC not in result.metrics else result
+
+
+def _is_number(value: object) -> bool:
+    """A number as `write_result()` writes one: finite (strict JSON), and no `true` or `false`."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from src.common.errors import UserError
 from src.common.files import exclusive_lock
+from src.common.os_errors import os_error_line
 from src.common.paths import shown
 from src.records.hydra_record import RECORD, HydraRecord
 from src.records.metrics import FINISHED, METRICS_FILE, RunResult, read_result, write_result
@@ -86,6 +87,12 @@ class RunDirectory:
         try:
             write_result(self.path, result)
         except OSError as error:
+            path_problem = os_error_line(error)  # a folder where the file goes, say: what to do about it
+            if path_problem is not None:
+                raise UserError(
+                    f"could not write the result: {path_problem} The checkpoint is saved; to continue, "
+                    f"{how_to_continue(self.path)}"
+                ) from None
             raise UserError(
                 f"could not write {shown(self.path / METRICS_FILE)} ({error}); the checkpoint is saved: make room, "
                 f"then to continue, {how_to_continue(self.path)}"

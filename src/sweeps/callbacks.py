@@ -5,28 +5,53 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from hydra.experimental.callback import Callback
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import RunMode
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from typing_extensions import override
 
-from src.checks.credentials import refuse_credentials
-from src.common.errors import RunFailedError, UserError, exit_on_user_error, exit_with_error
-from src.common.targets import instantiates
+from src.checks.schema import check_hydra_part
+from src.common.errors import RunFailedError, UserError
+from src.common.exits import exit_if_ending_on_user_error, exit_on_user_error, exit_with_error
+from src.common.files import written_together
+from src.common.paths import user_path
+from src.common.targets import EXECUTION_WHITELIST, check_target, imported_class, instantiates, whitelisted
 from src.optuna_sweeper.settings import check_sweeper_settings
+from src.optuna_sweeper.study import rerun_trials, stored_study
 from src.records.metrics import METRIC
 from src.sweeps.continuation import check_same_sweep, continue_command
 from src.sweeps.plots import draw_sweep
-from src.sweeps.summary import summarise_sweep
+from src.sweeps.summary import record_job, summarise_sweep
 
-__all__ = ["OutputDirCheck", "StartCheck", "SweepContinuation", "SweepSummary"]
+__all__ = ["HydraStepErrors", "OutputDirCheck", "StartCheck", "SweepContinuation", "SweepSummary"]
 
 log = logging.getLogger(__name__)
+
+
+class HydraStepErrors(Callback):
+    """Hydra's own steps run outside the task function: it makes a run's output directory and opens its log
+    file there (in a multirun, those of each job that the basic launcher runs in this process). An error there
+    that the user can fix (a file where the directory goes, a folder where the log file goes) would end in
+    Hydra's traceback; at the end of the run or multirun, where it is in flight, it ends the program with one
+    line instead. conf/config.yaml lists this callback first: Hydra calls the end hooks last to first, so
+    that the others (the sweep's summary) come before."""
+
+    @override
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_if_ending_on_user_error()
+
+    @override
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        exit_if_ending_on_user_error()
 
 
 class OutputDirCheck(Callback):
@@ -48,26 +73,31 @@ class StartCheck(Callback):
     overrides (multirun.yaml) before any job starts, and the summary shows them. Each job checks its
     own config again (`checked_config()`)."""
 
+    def __init__(self, callback_targets: Mapping[str, str]) -> None:
+        """`callback_targets` (`${callback_targets:}` in conf/config.yaml): the `_target_` of every callback.
+        Hydra creates the callbacks in their order, this one before any that a config adds, and refuses code
+        that a config may not name with its traceback: here, with one line."""
+        with exit_on_user_error():
+            for name, target in callback_targets.items():
+                _check_callback(f"hydra.callbacks.{name}", target)
+
     @override
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
-            refuse_credentials({}, _overrides(config, "hydra"))  # the run's own config: by `run()`
+            check_hydra_part(config)  # credentials, hydra.run.dir and the log file's name resolved, hydra.job.env_set
 
     @override
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
-            # Every value of every swept setting is in the overrides, as typed; the config, resolved,
-            # holds what the config files and interpolations add.
-            overrides = _overrides(config, "task")
-            try:
-                task_config = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
-                resolved = cast(dict[str, Any], OmegaConf.to_container(task_config, resolve=True))
-            except OmegaConfBaseException:
-                resolved = {}  # each job reports what cannot be resolved
-            refuse_credentials(resolved, [*overrides, *_overrides(config, "hydra")])
+            # Every value of every swept setting is in the overrides, as typed; the config, resolved, holds what
+            # the config files and interpolations add, and the sweeper's study name and search space.
+            check_hydra_part(config)
+            check_target(config.hydra.sweeper, "hydra.sweeper", Sweeper, "hydra/sweeper")
+            check_target(config.hydra.launcher, "hydra.launcher", Launcher, "hydra/launcher")
             _refuse_slurm_without_slurm(config)
+            _refuse_one_wandb_run_for_every_job(config)
             if instantiates(config.hydra.sweeper, OptunaSweeper):
-                check_sweeper_settings(config.hydra.sweeper, overrides, Path(config.hydra.runtime.cwd))
+                check_sweeper_settings(config.hydra.sweeper, _overrides(config, "task"), Path(config.hydra.runtime.cwd))
 
 
 class SweepContinuation(Callback):
@@ -77,9 +107,8 @@ class SweepContinuation(Callback):
     @override
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = config.hydra.sweep.dir
-        task_overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
         with exit_on_user_error():
-            if check_same_sweep(Path(sweep_dir), task_overrides):
+            if check_same_sweep(config):
                 log.info(f"Continuing the sweep in {sweep_dir}: finished jobs report their results, the others run.")
         log.info(f"If this sweep stops, continue it with: {continue_command(sweep_dir)}")
 
@@ -97,21 +126,31 @@ class SweepSummary(Callback):
     started = False
 
     @override
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # In the job's process (on a SLURM node, say): the summary covers the jobs the sweep launched alone.
+        if config.hydra.mode == RunMode.MULTIRUN:
+            record_job(user_path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir))
+
+    @override
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Not reached when a callback listed before this one stops the multirun (a refused sweep
         # directory): Hydra still calls `on_multirun_end`, which must then not summarise that directory.
         self.started = True
 
     @override
+    @exit_on_user_error()  # a summary.csv that cannot be written, say: Hydra would turn it into a warning
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.started:
             return
         sweep_dir = config.hydra.sweep.dir
-        summary = summarise_sweep(Path(sweep_dir))
-        if summary.jobs:
-            pictures = draw_sweep(Path(sweep_dir), summary.groups, METRIC, config.hydra.sweeper)
-            if pictures:
-                log.info(f"Pictures: {', '.join(str(path) for path in pictures)}")
+        study = stored_study(config.hydra.sweeper)
+        reruns = {str(trial): str(again) for trial, again in rerun_trials(study).items()} if study else {}
+        with written_together():  # the summary beside its pictures, all old or all new (a Ctrl-C meanwhile)
+            summary = summarise_sweep(Path(sweep_dir), reruns)
+            if summary.jobs:
+                pictures = draw_sweep(Path(sweep_dir), summary.groups, METRIC, config.hydra.sweeper)
+                if pictures:
+                    log.info(f"Pictures: {', '.join(str(path) for path in pictures)}")
         jobs = summary.jobs
         interrupted = [job.name for job in jobs if job.status == "interrupted"]
         if interrupted:  # by Ctrl-C, or SLURM's time limit: the sweep stopped
@@ -144,6 +183,20 @@ def _overrides(config: DictConfig, kind: str) -> list[str]:
     return cast(list[str], OmegaConf.to_container(config.hydra.overrides[kind], resolve=False))
 
 
+def _check_callback(key: str, target: str) -> None:
+    if not target:
+        raise UserError(f"{key} has no _target_, the class of the callback: give it one, or remove it.")
+    if not whitelisted(target):
+        raise UserError(
+            f"{key}._target_={target}: a config may only name this program's code ({', '.join(EXECUTION_WHITELIST)}); "
+            "remove that callback, or, if you trust its code, add its module to EXECUTION_WHITELIST in "
+            "src/common/targets.py."
+        )
+    callback = imported_class(target)
+    if callback is None or not issubclass(callback, Callback):
+        raise UserError(f"{key}._target_={target} is not a Hydra callback (a subclass of Callback): remove it.")
+
+
 def _refuse_slurm_without_slurm(config: DictConfig) -> None:
     """A SLURM launcher needs SLURM's commands, which submitit looks for only once the sweep has started."""
     if instantiates(config.hydra.launcher, SlurmLauncher) and not shutil.which("srun"):
@@ -152,6 +205,24 @@ def _refuse_slurm_without_slurm(config: DictConfig) -> None:
             f"hydra/launcher={choice} submits the jobs to SLURM, but this machine has no SLURM (no srun on the PATH): "
             "start the sweep on the cluster's login node, or leave out hydra/launcher to run the jobs here."
         )
+
+
+def _refuse_one_wandb_run_for_every_job(config: DictConfig) -> None:
+    """A W&B run id set once for the multirun (a swept one is set for each job) would make every job log
+    to the one W&B run, each over the other's."""
+    from src.wandb_logging import WandbCfg, WandbMode
+
+    try:
+        run_id, mode = config.wandb.id, config.wandb.mode
+    except OmegaConfBaseException:
+        return  # each job reports what cannot be resolved
+    if run_id is None or WandbCfg(mode=None if mode is None else WandbMode(mode)).resolved_mode() is WandbMode.DISABLED:
+        return
+    raise UserError(
+        f"wandb.id={run_id} in a multirun would make every job the one W&B run {run_id}, each logging over the "
+        "others: leave wandb.id unset (each job is then a W&B run of its own), or give each job its own "
+        "(wandb.id=a,b,...)."
+    )
 
 
 def _check_writable(directory: Path, key: str) -> None:

@@ -4,24 +4,32 @@ Hydra starts every multirun afresh, in a new timestamped sweep directory. Given 
 stopped one (`hydra.sweep.dir`), the same overrides make the same jobs, numbered alike, so each job
 runs in its own earlier directory and picks up where it stopped (`run()`): a finished job reports
 its recorded metrics without running, an interrupted one continues from its checkpoint, a failed
-one, or one that never started, runs.
+one, or one that never started, runs. It runs on the data the sweep started with, or not at all.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
 from typing import cast
 
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
+from src.common.files import exclusive_lock, write_atomically
+from src.common.paths import shown, user_path
+from src.records.hydra_record import saved_overrides
+from src.records.identity import data_label, data_settings
 
-__all__ = ["check_same_sweep", "continue_command"]
+__all__ = ["bind_to_sweep", "check_same_sweep", "continue_command"]
 
 SWEEP_DIR = "hydra.sweep.dir"
-SAVED_CONFIG = "multirun.yaml"  # Hydra's basic sweeper saves the sweep's config there
+SAVED_CONFIG = "multirun.yaml"  # the sweep's config, where Hydra's basic sweeper saves it too
+SWEEP_DATA = ".data.json"  # the data that the sweep's jobs ran on, by their data settings (`bind_to_sweep()`)
 
 
 def continue_command(sweep_dir: str) -> str:
@@ -30,17 +38,53 @@ def continue_command(sweep_dir: str) -> str:
     return shlex.join(["python", sys.argv[0], *arguments, f"{SWEEP_DIR}={sweep_dir}"])
 
 
-def check_same_sweep(sweep_dir: Path, task_overrides: list[str]) -> bool:
-    """Whether `sweep_dir` holds an earlier run of this sweep, which this one continues. A sweep directory
-    of other overrides is refused: its job directories would be reused for other configurations."""
+def check_same_sweep(config: DictConfig) -> bool:
+    """Whether the sweep directory of the multirun whose `config` this is holds an earlier run of the same
+    sweep, which this one continues. A sweep directory of other overrides is refused: its job directories
+    would be reused for other configurations. A new one records the sweep's config (as Hydra's basic
+    sweeper does, and for any sweeper), against which a later sweep there is checked."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    # Unresolved, as typed: an override such as `dm.root=${oc.env:HOME}/data` is compared as such.
+    overrides = cast(list[str], OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     saved = sweep_dir / SAVED_CONFIG
     if not saved.is_file():
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, saved)
         return False
-    # Unresolved, as typed: an override such as `dm.root=${oc.env:HOME}/data` is compared as such.
-    earlier = cast(list[str], OmegaConf.to_container(OmegaConf.load(saved).hydra.overrides.task, resolve=False))
-    if earlier != task_overrides:
+    earlier = saved_overrides(saved, "hydra", "overrides", "task")
+    if earlier is None:
+        raise UserError(
+            f"{SWEEP_DIR}={sweep_dir} holds a {SAVED_CONFIG} that is no record of a sweep of this program: choose "
+            "another sweep directory."
+        )
+    if earlier != overrides:
         raise UserError(
             f"{SWEEP_DIR}={sweep_dir} holds a sweep of other overrides ({shlex.join(earlier)}); "
             "continue it with those, in that order, or choose another sweep directory."
         )
     return True
+
+
+def bind_to_sweep(data: dict[str, str]) -> None:
+    """In a multirun, tie the sweep to the data its jobs train on (`data`: this job's identity, as a result
+    records it): jobs of the same data settings (`data_settings()`) run on the same data, whatever their
+    other settings and seeds. A sweep continued on other data (HYDRA_EXAMPLE_DATA no longer set, and
+    synthetic digits instead of MNIST; another copy of MNIST) is refused, as a checkpoint is."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode is not RunMode.MULTIRUN:
+        return
+    hydra = HydraConfig.get()
+    sweep_dir = user_path(hydra.sweep.dir)
+    key = data_settings(list(hydra.overrides.task))
+    dataset = {"source": data["source"], "origin": data["origin"]}
+    record = sweep_dir / SWEEP_DATA
+    with exclusive_lock(sweep_dir / f"{SWEEP_DATA}.lock"):  # jobs that run at once bind one after the other
+        bound: dict[str, dict[str, str]] = json.loads(record.read_text()) if record.is_file() else {}
+        earlier = bound.setdefault(key, dataset)
+        if earlier != dataset:
+            raise UserError(
+                f"the sweep in {shown(sweep_dir)} ran its jobs of these data settings ({key}) on "
+                f"{data_label(earlier)} data, and this job's data is {data_label(data)}: continue the sweep on the "
+                "data it started with (check dm.root, and HYDRA_EXAMPLE_DATA, which it defaults to), or choose "
+                "another sweep directory."
+            )
+        write_atomically(record, lambda file: file.write(json.dumps(bound, indent=2).encode()))

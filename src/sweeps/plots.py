@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from src.common.files import write_atomically
 from src.common.targets import instantiates
+from src.common.text import shorten
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["configurations_figure", "draw_sweep", "study_figures"]
 
 log = logging.getLogger(__name__)
+MAX_ROWS = 40  # configurations in a picture of a grid: the best ones, so that it stays readable
+LABEL_WIDTH = 40  # characters of a configuration's label; longer ones are shortened in the middle
+MAX_LABELLED_LINES = 50  # trials whose lines are labelled with their number; above, the colour bar alone
 
 
 def draw_sweep(sweep_dir: Path, groups: list[SeedGroup], metric: str, sweeper: DictConfig) -> list[Path]:
@@ -36,17 +41,23 @@ def draw_sweep(sweep_dir: Path, groups: list[SeedGroup], metric: str, sweeper: D
     best first; `sweeper`: the sweep's `hydra.sweeper` config, which says where an Optuna study is."""
     from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-    if not instantiates(sweeper, OptunaSweeper):  # a grid: the basic sweeper, say
-        figures = {f"{metric.replace('/', '_')}_by_config": configurations_figure(groups, metric)}
-    elif sweeper.storage is None:
+    from src.optuna_sweeper.study import stored_study
+
+    study = stored_study(sweeper)
+    if study is not None:
+        figures = study_figures(study, metric)
+    elif instantiates(sweeper, OptunaSweeper):
         log.info("No pictures of the study: it was kept in memory (hydra.sweeper.storage is null), and is gone.")
         return []
-    else:
-        figures = study_figures(_load_study(sweeper.study_name, sweeper.storage), metric)
+    else:  # a grid: the basic sweeper, say
+        figures = {f"{metric.replace('/', '_')}_by_config": configurations_figure(groups, metric)}
     paths: list[Path] = []
     for name, figure in figures.items():
         paths.append(sweep_dir / f"{name}.png")
-        figure.savefig(paths[-1], dpi=100, bbox_inches="tight")  # "tight": all of the labels and legends
+        # "tight": all of the labels and legends. Whole or not at all, as the summary's files.
+        write_atomically(
+            paths[-1], lambda file, figure=figure: figure.savefig(file, format="png", dpi=100, bbox_inches="tight")
+        )
     return paths
 
 
@@ -55,8 +66,11 @@ def configurations_figure(groups: list[SeedGroup], metric: str) -> Figure:
     a bar of ± one standard deviation over them (the seeds)."""
     from matplotlib.figure import Figure  # not pyplot: a figure of its own, drawn with no display
 
+    total, groups = len(groups), groups[:MAX_ROWS]
     keys = dict.fromkeys(key for group in groups for key in group.overrides)
     varying = [key for key in keys if len({group.overrides.get(key) for group in groups}) > 1]
+    if len({group.data for group in groups}) > 1:  # results of other data: never pooled, and labelled so
+        varying.append("data")
     figure = Figure(figsize=(8, 1.8 + 0.4 * len(groups)), layout="constrained")
     axes = figure.subplots()
     runs = [(value, row) for row, group in enumerate(groups) for value in group.values(metric)]
@@ -75,9 +89,9 @@ def configurations_figure(groups: list[SeedGroup], metric: str) -> Figure:
     )
     axes.set_yticks(range(len(groups)), [_label(group, varying) for group in groups])
     axes.set_ylim(len(groups) - 0.5, -0.5)  # the first (best) at the top
-    axes.set_title(f"{metric} per configuration")
+    axes.set_title(f"{metric} per configuration" + (f" (the best {MAX_ROWS} of {total})" if total > MAX_ROWS else ""))
     axes.set_xlabel(metric)
-    axes.set_ylabel(", ".join(varying) or "configuration")
+    axes.set_ylabel(shorten(", ".join(varying), 2 * LABEL_WIDTH) or "configuration")
     axes.grid(axis="x", alpha=0.3)
     figure.legend(loc="outside lower center", ncols=2, frameon=False)
     return figure
@@ -124,25 +138,12 @@ def study_figures(study: Study, metric: str) -> dict[str, Figure]:
                 f"{len(complete)} and {len(params)}."
             )
         if any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
-            intermediate = optuna_plots.plot_intermediate_values(study)
-            # Each trial reports `metric` after every epoch, as step n for epoch n (`StudyTrial`).
-            intermediate.set(xlabel="Epoch", ylabel=f"{metric} after the epoch")
-            intermediate.xaxis.set_major_locator(MaxNLocator(integer=True))
-            figures["intermediate_values"] = _figure(intermediate)
+            figures["intermediate_values"] = _figure(_intermediate_values(study, metric))
         else:
             log.info("No intermediate values: no trial reported any.")
     for figure in figures.values():
         plt.close(figure)  # saved by the caller; pyplot would otherwise keep every figure it made
     return figures
-
-
-def _load_study(name: str, storage: str) -> Study:
-    import optuna
-
-    from src.optuna_sweeper.storage import open_storage
-
-    # Hydra calls the callback that draws in the directory the sweep ran from, where `storage` is.
-    return optuna.load_study(study_name=name, storage=open_storage(storage, Path.cwd()))
 
 
 def _figure(axes: Axes) -> Figure:
@@ -153,8 +154,42 @@ def _figure(axes: Axes) -> Figure:
     return axes.figure
 
 
+def _intermediate_values(study: Study, metric: str) -> Axes:
+    """Optuna's plot of each trial's `metric` after every epoch, its trials told apart at any number of them:
+    coloured along a colour map by their number (a colour bar reads it), each line's end labelled with it."""
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+    from optuna.visualization import matplotlib as optuna_plots
+
+    axes = optuna_plots.plot_intermediate_values(study)
+    # Each trial reports `metric` after every epoch, as step n for epoch n (`StudyTrial`).
+    axes.set(xlabel="Epoch", ylabel=f"{metric} after the epoch")
+    lines = axes.get_lines()
+    numbers = [int(str(line.get_label()).removeprefix("Trial")) for line in lines]
+    scale, colour_map = Normalize(min(numbers), max(numbers) + 1e-9), colormaps["viridis"]
+    for line, number in zip(lines, numbers, strict=True):
+        line.set_color(colour_map(float(scale(number))))
+        if len(lines) <= MAX_LABELLED_LINES:
+            epoch, value = (float(coordinate) for coordinate in np.asarray(line.get_xydata())[-1])
+            axes.annotate(str(number), (epoch, value), xytext=(3, 0), textcoords="offset points", fontsize=7)
+    legend = axes.get_legend()
+    if legend is not None:
+        legend.remove()
+    axes.figure.colorbar(ScalarMappable(scale, colour_map), ax=axes, label="Trial")
+    epochs = sorted({step for trial in study.get_trials(deepcopy=False) for step in trial.intermediate_values})
+    few = epochs[-1] - epochs[0] <= 20
+    axes.xaxis.set_major_locator(FixedLocator(range(epochs[0], epochs[-1] + 1)) if few else MaxNLocator(integer=True))
+    axes.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)  # one epoch too: a tick at it, not 0.95 to 1.05
+    return axes
+
+
 def _label(group: SeedGroup, keys: list[str]) -> str:
-    """The configuration by its values of `keys` (those that differ between configurations), with its runs."""
-    name = ", ".join(group.overrides.get(key, "") for key in keys) or "all runs"
+    """The configuration by its values of `keys` (those that differ between configurations, `data` among
+    them), shortened to fit beside the picture, with its runs."""
+    values = [group.data if key == "data" else group.overrides.get(key, "") for key in keys]
+    name = shorten(", ".join(values), LABEL_WIDTH) or "all runs"
     failed = len(group.jobs) - group.finished
     return f"{name} (n={group.finished}{f', {failed} not finished' if failed else ''})"

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from src.common.errors import UserError
 from src.common.files import write_atomically
+from src.common.os_errors import os_error_line
 from src.common.paths import shown
-from src.records.identity import changed_settings, plain_config
+from src.records.identity import changed_settings, code_label, plain_config
+from src.records.metrics import RunResult
 from src.records.run_directory import how_to_continue
 
 if TYPE_CHECKING:
@@ -50,7 +52,9 @@ class Checkpoint:
     # The processes that train the run: rank 0 writes the checkpoint, every one reads it.
     world: World = field(default_factory=_one_process)
     wandb_id: str | None = None  # the W&B run to continue, if any; set when W&B starts
-    data: dict[str, str] | None = None  # the data's source and fingerprint; set by `bind_data()`
+    data: dict[str, str] = field(default_factory=dict[str, str])  # the data's identity; set by `bind_data()`
+    # The code of each part of the run, oldest first: one entry, unless it was continued with other code.
+    code: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
     _saved: dict[str, Any] | None = field(default=None, init=False, repr=False)  # what `restore()` loads
 
     def __post_init__(self) -> None:
@@ -70,19 +74,38 @@ class Checkpoint:
                 f"state; continue it with {saved_size} (hydra.launcher.tasks_per_node times hydra.launcher.nodes), "
                 f"not {self.world.size}, or choose another output directory."
             )
-        self._saved, self.wandb_id = saved, saved["wandb_id"]
+        # Checkpoints of the version before code identities have none.
+        self._saved, self.wandb_id, self.code = saved, saved["wandb_id"], saved.get("code", [])
 
     def bind_data(self, data: Data) -> None:
         """Tie the checkpoint to the data this run prepared: a run continues only on the data it started
         with (the settings may allow other data: another dm.root; no MNIST files, and synthetic digits)."""
-        self.data = {"source": data.source, "fingerprint": data.fingerprint()}
+        self.data = {"source": data.source, "origin": data.origin, "fingerprint": data.fingerprint()}
         saved = self._saved["data"] if self._saved is not None else self.data
-        if saved != self.data:
+        if any(saved[key] != self.data[key] for key in ("source", "fingerprint")):
             what = "other data" if saved["source"] == data.source else f"{saved['source']} data, not {data.source}"
             raise UserError(
                 f"{shown(self.path)} was trained on {what}: continue it on the data it started with (check dm.root "
                 "and the files there), or choose another output directory."
             )
+
+    def bind_code(self, code: dict[str, Any]) -> None:
+        """Record the code that runs now (`code_identity()`). A run continued with other code (a bug fixed
+        during a long sweep, say) goes on: said in one line, and recorded."""
+        if self.code and _same_code(self.code[-1], code):
+            self.code[-1] = code  # the same code, perhaps on another device
+            return
+        if self.code:
+            log.warning(
+                f"{shown(self.path)} was saved by other code ({code_label(self.code[-1])}) than this "
+                f"({code_label(code)}): the run continues, and its metrics.json records both."
+            )
+        self.code.append(code)
+
+    def result(self, status: str, epoch: int, metrics: Metrics) -> RunResult:
+        """The run's result, with what it belongs to: the data and the code that the checkpoint is bound to."""
+        code = self.code or [{}]  # known to rank 0 alone, which writes the results
+        return RunResult(status, epoch, metrics, self.data, code=code[-1], code_before=code[:-1])
 
     def save(self, state: TrainingState) -> None:
         """Replace the checkpoint atomically: if saving fails, or the process dies, the previous one stays.
@@ -114,10 +137,15 @@ class Checkpoint:
             "history": state.history,
             "rng": {"batch_order": state.generator.get_state(), "processes": processes},
             "wandb_id": self.wandb_id,
+            "code": self.code,
         }
         try:
             write_atomically(self.path, lambda file: torch.save(contents, file))
         except (OSError, RuntimeError) as error:
+            continuing = f"the one saved before, if any, is intact; to continue, {how_to_continue(self.path.parent)}"
+            path_problem = os_error_line(error)  # a folder where the file goes, say: what to do about it
+            if path_problem is not None:
+                raise UserError(f"could not save the checkpoint: {path_problem} And {continuing}") from None
             # A write that fails part of the way (a full disk) is a RuntimeError from torch's zip writer.
             reason = (
                 str(error) if isinstance(error, OSError) else "torch.save could not write it all: is the disk full?"
@@ -187,3 +215,10 @@ def _read(path: Path) -> dict[str, Any]:
 def _plural(count: int, noun: str) -> str:
     """1 epoch, 2 epochs."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _same_code(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two code identities are of the same code (wherever it runs)."""
+    return {key: value for key, value in old.items() if key != "device"} == {
+        key: value for key, value in new.items() if key != "device"
+    }

@@ -65,7 +65,8 @@ def fit(
     of all processes together), and all of them compute the same metrics."""
     model, optimizer, generator = world.wrap(state.model), state.optimizer, state.generator
     device = next(model.parameters()).device
-    # The whole data set moves to the device once: no copy from the host for each batch.
+    # The whole data set moves to a GPU once: no copy from the host for each batch. On the CPU it stays where
+    # it is (memory-mapped from the cache, shared by the processes of a node), and batches are gathered from it.
     train, val = data.train.to(device), data.val.to(device)
     while state.epoch < opt.epochs and not stop_requested():
         epoch = state.epoch + 1

@@ -15,7 +15,6 @@ from src.records.metrics import INTERRUPTED, PRUNED, RunResult
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
 
-    from src.data import Data
     from src.optuna_sweeper.trial import StudyTrial
     from src.training.checkpoint import Checkpoint
     from src.training.distributed import World
@@ -44,22 +43,23 @@ class Reporters:
         cls,
         wandb: WandbCfg,
         logged_config: dict[str, Any],
-        data: Data,
         state: TrainingState,
         *,
         epochs: int,
         checkpoint: Checkpoint,
         world: World,
     ) -> Reporters:
-        """Find the run's trial, if it is one, and start (or continue) its W&B run, if W&B is on."""
+        """Find the run's trial, if it is one, and start (or continue) its W&B run, if W&B is on; each records
+        what the results belong to, the data and the code that the checkpoint is bound to."""
         if not world.is_main:
             return cls(epochs=epochs, checkpoint=checkpoint, trial=None, wandb_run=None, world=world)
         from src.optuna_sweeper.trial import this_jobs_trial
 
+        identity = {"data": checkpoint.data, "code": checkpoint.code[-1]}
         # None unless this run is a trial of an Optuna study; a trial that continues reports the epochs that
         # its stopped run saved but did not report.
-        trial = this_jobs_trial(state.history)
-        wandb_run = wandb.build(logged_config | {"data_source": data.source}, resume_id=checkpoint.wandb_id)
+        trial = this_jobs_trial(state.history, identity)
+        wandb_run = wandb.build(logged_config | identity, resume_id=checkpoint.wandb_id)
         if wandb_run is not None:
             checkpoint.wandb_id = wandb_run.id
         return cls(epochs=epochs, checkpoint=checkpoint, trial=trial, wandb_run=wandb_run, world=world)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from src.common.exits import INTERRUPTED_EXIT_CODE
 from src.common.paths import shown
 from src.records.run_directory import how_to_continue
 
@@ -21,10 +22,9 @@ if TYPE_CHECKING:
 
     from src.training.distributed import World
 
-__all__ = ["INTERRUPTED", "SLURM_STOP_SIGNAL", "StopRequest", "stop_on_signals"]
+__all__ = ["SLURM_STOP_SIGNAL", "StopRequest", "stop_on_signals"]
 
 log = logging.getLogger(__name__)
-INTERRUPTED = 130  # the exit code of a program stopped by Ctrl-C (128 + SIGINT)
 # SLURM sends this signal to a job shortly before it preempts it or the job reaches its time limit, as
 # submitit asks it to (`sbatch --signal=USR2@<signal_delay_s>`); submitit's handler then requeues the job.
 SLURM_STOP_SIGNAL = signal.SIGUSR2
@@ -78,7 +78,7 @@ class StopRequest:
             log.info(f"Stopped for SLURM (preemption or time limit): saved in {shown(checkpoint)}.")
             requeue()  # submitit requeues the job, or raises if it timed out more than max_num_timeout times
         log.info(f"Interrupted: saved in {shown(checkpoint)}; to continue, {how_to_continue(output_dir)}")
-        raise SystemExit(INTERRUPTED)
+        raise SystemExit(INTERRUPTED_EXIT_CODE)
 
 
 @contextmanager
