@@ -54,7 +54,7 @@ STUDY = [
 PLUGIN, OURS = "plugin's (batches)", "ours (slots)"
 SWEEPERS = {
     PLUGIN: ["hydra/sweeper=optuna"],
-    OURS: ["hydra/sweeper=resumable_optuna", "hydra.sweeper.storage=study.journal"],
+    OURS: ["hydra/sweeper=resumable_optuna", "hydra.sweeper.storage=study.journal", "hydra.sweeper.study_name=slots"],
 }
 # A submitit log line: `submitit INFO (2024-05-16 18:40:47,580) - Starting with JobEnvironment(...)`.
 SUBMITIT_LOG_TIME = re.compile(r"^submitit \w+ \((?P<time>[^)]+)\) - ", re.MULTILINE)
