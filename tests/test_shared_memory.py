@@ -82,6 +82,6 @@ def test_two_processes_average_as_gloo_does_bit_for_bit(tmp_path: Path) -> None:
 
 
 def test_more_processes_all_get_the_same_average(tmp_path: Path) -> None:
-    weights = _weights(tmp_path, size=3, local_size=3)
+    weights = _weights(tmp_path / "three", size=3, local_size=3)
     assert _same(weights[0], weights[1])
     assert _same(weights[0], weights[2])
