@@ -29,11 +29,14 @@ class Config:
     wandb: WandbCfg = field(default_factory=WandbCfg)
     seed: int = 42
     gpu: int = 0  # CUDA device index; -1 for the CPU
+    threads: int | None = None  # PyTorch's CPU threads; None: this process's share of the cores (`ThreadBudget`)
 
     def __post_init__(self) -> None:
         check_seed("seed", self.seed)
         if self.gpu < -1:
             raise UserError(f"gpu={self.gpu} is not a device: use a CUDA device index, or -1 for the CPU.")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"threads={self.threads} must be 1 or more, or null for this process's share of the cores.")
 
 
 def register_configs() -> None:

@@ -193,7 +193,8 @@ REFUSALS = {
     ),
     "added-top-level": Refusal(
         ("+epochs=3",),
-        "Error: Key 'epochs' not in 'Config': +epochs would be ignored. Its keys: dm, model, opt, wandb, seed, gpu.",
+        "Error: Key 'epochs' not in 'Config': +epochs would be ignored. Its keys: dm, model, opt, wandb, seed, gpu, "
+        "threads.",
     ),
     # Values that make no sense.
     "val-prop": Refusal(("dm.val_prop=1.5",), "Error: dm.val_prop=1.5 must be strictly between 0 and 1."),
@@ -773,6 +774,28 @@ REFUSALS = {
     ),
     "label-map-to-no-label": Refusal(
         ("+dm.label_map={}",), "Error: dm.label_map={} maps to no label: a classifier needs two or more."
+    ),
+    # CPU threads.
+    "threads": Refusal(
+        ("threads=0",), "Error: threads=0 must be 1 or more, or null for this process's share of the cores."
+    ),
+    "threads-negative": Refusal(
+        ("threads=-1",), "Error: threads=-1 must be 1 or more, or null for this process's share of the cores."
+    ),
+    "threads-not-a-number": Refusal(("threads=abc",), "Error merging override threads=abc"),
+    "omp-num-threads-zero": Refusal(
+        TINY,
+        "Error: OMP_NUM_THREADS=0 is not a number of threads: set it to 1 or more, or unset it for this process's "
+        "share of the cores.",
+        in_process=True,
+        env={"OMP_NUM_THREADS": "0"},
+    ),
+    "omp-num-threads": Refusal(
+        TINY,
+        "Error: OMP_NUM_THREADS=all is not a number of threads: set it to 1 or more, or unset it for this process's "
+        "share of the cores.",
+        in_process=True,
+        env={"OMP_NUM_THREADS": "all"},
     ),
 }
 

@@ -23,9 +23,10 @@ __all__ = [
     "plain_config",
 ]
 
-# Settings that may differ when a run continues: where it runs and logs, not what it computes. (Where the
-# data comes from may change, but not the data: a checkpoint is bound to the data's fingerprint.)
-MAY_CHANGE_ON_RESUME = ("gpu", "wandb.", "dm.root", "dm.download")
+# Settings that may differ when a run continues: where it runs and logs, not what it computes (another GPU or
+# number of threads changes only the last bits). (Where the data comes from may change, but not the data: a
+# checkpoint is bound to the data's fingerprint.)
+MAY_CHANGE_ON_RESUME = ("gpu", "threads", "wandb.", "dm.root", "dm.download")
 PROJECT = Path(__file__).resolve().parents[2]  # the checkout whose main.py and src/ run
 DEPENDENCIES = "requirements.lock"  # the pinned versions of everything installed
 # The libraries whose versions can change a result (with Python's): what computes, what composes the config.

@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributed import PrefixStore, Store, TCPStore  # pyright: ignore[reportPrivateImportUsage]
 
 from src.common.errors import RunFailedError, UserError
+from src.training.shared_memory import SharedMemoryAverage
 
 __all__ = ["ONE_PROCESS", "World"]
 
@@ -42,6 +43,7 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=5)
 # When a collective fails, how long each process waits for the others to answer a roll call: those that
 # do not are the ones that died (or hang), which the error then names.
 ROLL_CALL_S = 10.0
+BUCKET_MB = 25  # DistributedDataParallel's default: the gradients averaged at once, in MB
 
 
 class World:
@@ -200,11 +202,21 @@ class World:
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """`model` for training: DistributedDataParallel, which averages the gradients over the processes
-        as backward computes them, or `model` itself in a run of one process."""
+        as backward computes them, or `model` itself in a run of one process. Processes on the CPUs of one
+        machine average them in memory they share (`SharedMemoryAverage`), the others through the backend."""
         if self.size == 1:
             return model
         device = next(model.parameters()).device
-        return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if device.type == "cuda" or self.local_size < self.size:
+            return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        # The gradients are views of DistributedDataParallel's buckets, which the hook averages in place.
+        wrapped = nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True, bucket_cap_mb=BUCKET_MB)
+        assert self._control is not None, "joined() comes first"
+        memory = SharedMemoryAverage(
+            model, rank=self.rank, size=self.size, group=self._control, bucket_bytes=BUCKET_MB << 20
+        )
+        wrapped.register_comm_hook(None, memory.average)  # pyright: ignore[reportUnknownMemberType]
+        return wrapped
 
     def shard(self, length: int) -> slice:
         """This process's share of `length` items: consecutive ones, as many as the others' or one fewer."""
