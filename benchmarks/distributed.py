@@ -49,7 +49,7 @@ from src.optimisation import OptimisationCfg
 from src.training.distributed import World
 from src.training.loop import TrainingState, fit
 from src.training.stopping import StopRequest
-from src.training.threads import use_threads
+from src.training.threads import choose_threads
 
 TARGET = 1.25  # two processes against one with every core
 AGREEING_TARGET = 0.05
@@ -63,7 +63,7 @@ class Settings:
 
     data: Path
     model: str
-    threads: int | None  # PyTorch's threads in each process; None: its share of the cores (`use_threads()`)
+    threads: int | None  # PyTorch's threads in each process; None: its share of the cores (`choose_threads()`)
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _worker(rank: int, port: int, settings: Settings, gloo: bool, results: Any) 
 def _epoch(settings: Settings, world: World) -> Epoch:
     """Train for one epoch in `world`, as `run()` does; the seconds from the first step to the end of the
     validation, and of them those spent agreeing on stopping."""
-    use_threads(settings.threads, tasks=world.local_size)
+    choose_threads(settings.threads, tasks=world.local_size).use()
     cpu = torch.device("cpu")
     data = CMNISTDataModule(root=settings.data, digits=DigitSource.MNIST).build(seed=SEED)
     torch.manual_seed(SEED)  # pyright: ignore[reportUnknownMemberType]

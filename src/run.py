@@ -49,13 +49,14 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
     from src.training.distributed import World
     from src.training.reporters import Reporters
     from src.training.stopping import stop_on_signals
-    from src.training.threads import use_threads
+    from src.training.threads import choose_threads
 
     # One process, or one of the tasks of a submitit job that train this run together.
     world = World.of_this_task()
     world.log_from_main_only()
-    # Set before the data is prepared, and recorded with the settings: the last bits of a result depend on it.
-    raw_config.threads = logged_config["threads"] = use_threads(cfg.threads, tasks=world.local_size)
+    # Recorded with the settings (the last bits of a result depend on it); used once the checks below pass.
+    threads = choose_threads(cfg.threads, tasks=world.local_size)
+    raw_config.threads = logged_config["threads"] = threads.threads
     path = output_dir if output_dir is not None else Path(HydraConfig.get().runtime.output_dir)
     with RunDirectory.claim(path, raw_config, main=world.is_main) as directory:
         # A checkpoint here of a run with other settings stops this one before the data is prepared.
@@ -68,6 +69,7 @@ def run(raw_config: DictConfig, output_dir: Path | None = None) -> float:
             )
             return finished.value
         log.info(f"Starting a run with seed {cfg.seed} and GPU {cfg.gpu}.")
+        threads.use()
         with directory.accepting():
             data, state = _build(cfg, checkpoint, world)
             device = next(state.model.parameters()).device

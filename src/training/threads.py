@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 from src.common.errors import UserError
 from src.common.targets import instantiates
 
-__all__ = ["ThreadBudget", "use_threads"]
+__all__ = ["ThreadBudget", "ThreadChoice", "choose_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -79,31 +79,48 @@ class ThreadBudget:
         return f"{cores}, {_count(self.jobs, 'job')}{processes} at once{setting}: {threads} each"
 
 
-def use_threads(setting: int | None, *, tasks: int) -> int:
-    """Give PyTorch's intra-op and inter-op threads, which also prepare the data, the number that the user chose
-    (`setting`, the config's `threads`, or else the environment's OMP_NUM_THREADS, which PyTorch itself reads),
-    or else this process's share of the cores; say it in the log, and return it. `tasks`: the processes of this
-    run on this machine."""
-    import torch
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The number of threads this process trains with, and who chose it."""
 
+    threads: int
+    budget: ThreadBudget  # this process's share of the cores
+    chooser: str | None = None  # the setting that chose `threads` (`threads=N`, OMP_NUM_THREADS); None: the budget
+
+    def use(self) -> None:
+        """Give PyTorch's intra-op and inter-op threads, which also prepare the data, this number; say it in the
+        log (once the run is accepted: a refused run leaves its output directory's log as it was)."""
+        import torch
+
+        if self.chooser is None:
+            log.info(f"CPU threads: {self.budget}.")
+        else:
+            log.info(
+                f"CPU threads: {self.threads} ({self.chooser}); the share of this process would be: {self.budget}."
+            )
+            if self.threads > self.budget.cores:
+                log.warning(
+                    f"{self.chooser} is more threads than the {_count(self.budget.cores, 'core')} this process may use."
+                )
+        torch.set_num_threads(self.threads)
+        # Inter-op threads can be set once per process only, before any work uses them; a process that calls
+        # `run()` again (a library user, a sweep of the basic launcher) keeps the first run's, which training
+        # leaves unused: it runs its operations one after another.
+        if torch.get_num_interop_threads() != self.threads:
+            with contextlib.suppress(RuntimeError):
+                torch.set_num_interop_threads(self.threads)
+
+
+def choose_threads(setting: int | None, *, tasks: int) -> ThreadChoice:
+    """The number of threads that the user chose (`setting`, the config's `threads`, or else the environment's
+    OMP_NUM_THREADS, which PyTorch itself reads), or else this process's share of the cores. `tasks`: the
+    processes of this run on this machine."""
     budget = ThreadBudget.of_this_process(tasks=tasks)
     chosen = _chosen_threads(setting)
     if chosen is None:
-        threads = budget.threads
-        log.info(f"CPU threads: {budget}.")
-    else:
-        threads, chooser = chosen
-        log.info(f"CPU threads: {threads} ({chooser}); the share of this process would be: {budget}.")
-        if threads > budget.cores:
-            log.warning(f"{chooser} is more threads than the {_count(budget.cores, 'core')} this process may use.")
-    torch.set_num_threads(threads)
-    # Inter-op threads can be set once per process only, before any work uses them; a process that calls
-    # `run()` again (a library user, a sweep of the basic launcher) keeps the first run's, which training leaves
-    # unused: it runs its operations one after another.
-    if torch.get_num_interop_threads() != threads:
-        with contextlib.suppress(RuntimeError):
-            torch.set_num_interop_threads(threads)
-    return threads
+        return ThreadChoice(budget.threads, budget)
+    threads, chooser = chosen
+    return ThreadChoice(threads, budget, chooser)
 
 
 def _chosen_threads(setting: int | None) -> tuple[int, str] | None:
