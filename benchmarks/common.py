@@ -2,6 +2,9 @@
 
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,3 +59,16 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
     for row in rows:
         print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |")
+
+
+def timed_multirun(overrides: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    """Wall time of `main.py --multirun OVERRIDES` run in `cwd`, in a new sweep directory there (a job that
+    found an old checkpoint would continue it); exits with the command's error if it fails."""
+    sweep_dir = tempfile.mkdtemp(dir=cwd)
+    command = [sys.executable, str(REPO / "main.py"), "--multirun", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} exited with {result.returncode}:\n{result.stderr}")
+    return seconds

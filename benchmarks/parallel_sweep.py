@@ -19,15 +19,13 @@ after another (ratio <= 1). Exits with 1 if missed.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from common import REPO, interleaved, machine, print_table, verdict
+from common import REPO, interleaved, machine, print_table, timed_multirun, verdict
 
 sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/parallel_sweep.py`
 
@@ -54,38 +52,30 @@ def main() -> None:
     print(f"Grid: main.py --multirun model=MODEL {' '.join(GRID)}, 2 at once: {' '.join(AT_ONCE)}")
     print(f"Median of {args.repeats} repetitions, the order alternating.\n")
 
-    rows: list[list[str]] = []
-    for model in args.models:
-        grid = [f"model={model}", *GRID]
-        pairs = interleaved(
-            lambda grid=grid: _multirun([*grid, *AT_ONCE], env), lambda grid=grid: _multirun(grid, env), args.repeats
-        )
-        ratio = statistics.median(at_once / one_by_one for at_once, one_by_one in pairs)
-        rows.append(
-            [
-                model,
-                f"{statistics.median(at_once for at_once, _ in pairs):.1f} s",
-                f"{statistics.median(one_by_one for _, one_by_one in pairs):.1f} s",
-                f"{ratio:.2f}",
-                f"<= {TARGET:.2f}",
-                verdict(ratio <= TARGET),
-            ]
-        )
+    with tempfile.TemporaryDirectory(prefix="hydra-example-parallel-") as tmp:
+        scratch = Path(tmp)
+        rows: list[list[str]] = []
+        for model in args.models:
+            grid = [f"model={model}", *GRID]
+            pairs = interleaved(
+                lambda grid=grid: timed_multirun([*grid, *AT_ONCE], scratch, env),
+                lambda grid=grid: timed_multirun(grid, scratch, env),
+                args.repeats,
+            )
+            ratio = statistics.median(at_once / one_by_one for at_once, one_by_one in pairs)
+            rows.append(
+                [
+                    model,
+                    f"{statistics.median(at_once for at_once, _ in pairs):.1f} s",
+                    f"{statistics.median(one_by_one for _, one_by_one in pairs):.1f} s",
+                    f"{ratio:.2f}",
+                    f"<= {TARGET:.2f}",
+                    verdict(ratio <= TARGET),
+                ]
+            )
     headers = ["model", "4 jobs, 2 at once (submitit_local)", "one after another (basic launcher)", "ratio"]
     print_table([*headers, "target", "result"], rows)
     sys.exit(0 if all(row[-1] == "PASS" for row in rows) else 1)
-
-
-def _multirun(overrides: list[str], env: dict[str, str]) -> float:
-    """Wall time of `main.py --multirun OVERRIDES`, in a new directory; an error if it fails."""
-    with tempfile.TemporaryDirectory(prefix="hydra-example-parallel-") as tmp:
-        command = [sys.executable, str(REPO / "main.py"), "--multirun", *overrides, "hydra.sweep.dir=sweep"]
-        start = time.perf_counter()
-        result = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(command)} exited with {result.returncode}:\n{result.stderr}")
-    return seconds
 
 
 if __name__ == "__main__":

@@ -28,16 +28,14 @@ import argparse
 import itertools
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from common import REPO, machine, print_table, timed, verdict
+from common import REPO, machine, print_table, timed, timed_multirun, verdict
 
 sys.path.insert(0, str(REPO))  # the project's `src` package, when run as `python benchmarks/sweep.py`
 
@@ -81,8 +79,8 @@ def main() -> None:
     trainings: list[list[float]] = []
     with tempfile.TemporaryDirectory(prefix="hydra-example-sweep-") as tmp:
         steps: list[Callable[[], None]] = [
-            lambda: sweeps.append(_multirun(GRID, Path(tmp), env)),
-            lambda: singles.append(_multirun(FIRST_JOB, Path(tmp), env)),
+            lambda: sweeps.append(timed_multirun(GRID, Path(tmp), env)),
+            lambda: singles.append(timed_multirun(FIRST_JOB, Path(tmp), env)),
             lambda: trainings.append([_training(data, num_hidden, lr) for num_hidden, lr in jobs]),
         ]
         for repeat in range(args.repeats):
@@ -109,18 +107,6 @@ def main() -> None:
     once = statistics.median(t1 - times[0] for t1, times in zip(singles, trainings, strict=True))
     print(f"\nPaid once per multirun (T1 - t_1): {once:.2f} s")
     sys.exit(0 if overhead < TARGET_S else 1)
-
-
-def _multirun(overrides: list[str], tmp: Path, env: dict[str, str]) -> float:
-    """Wall time of `main.py --multirun OVERRIDES`, in a new sweep directory; an error if it fails."""
-    sweep_dir = tempfile.mkdtemp(dir=tmp)  # new: a job finding an old checkpoint would continue it
-    command = [sys.executable, str(REPO / "main.py"), "--multirun", *overrides, f"hydra.sweep.dir={sweep_dir}"]
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(command)} exited with {result.returncode}:\n{result.stderr}")
-    return seconds
 
 
 def _training(data: Data, num_hidden: int, lr: float) -> float:
