@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.documents import DOCUMENTS, Block, Example, assert_contains_in_order, blocks, examples, run_main
+from tests.documents import (
+    DOCUMENTS,
+    Block,
+    Example,
+    assert_contains,
+    assert_contains_in_order,
+    blocks,
+    examples,
+    run_main,
+)
 from tests.helpers import REAL_MNIST, REPO, program_env
 
 # Commands the test does not run, and why.
@@ -147,4 +156,7 @@ def run_and_compare(example: Example, data_root: Path, tmp_path: Path, *, figure
         # A warning from Hydra or torch (deprecation), or from the program (`WARNING: ...`), is a defect.
         assert "warning" not in output.lower(), output
     for expected in example.expected_outputs:
-        assert_contains_in_order(output, expected, figures=figures)
+        if figures or not example.shows_figures:
+            assert_contains_in_order(output, expected, figures=figures)
+        else:  # on synthetic digits, not the figures' MNIST: rankings differ
+            assert_contains(output, expected)
