@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from src.common.errors import SweepError, UserError
 from src.common.targets import instantiates
 from src.optuna_sweeper.storage import lock_file
-from src.records.identity import data_label, data_settings
+from src.records.identity import bind_data
 from src.records.metrics import METRIC
 
 if TYPE_CHECKING:
@@ -119,23 +119,19 @@ def this_jobs_trial(history: list[dict[str, float]], identity: dict[str, dict[st
 
 
 def _bind_to_data(storage: BaseStorage, study_id: int, data: dict[str, str], *, where: str, lock: Path) -> None:
-    """Tie the stored study to the data its trials run on, by their data settings (`data_settings()`): a
+    """Tie the stored study to the data its trials run on, by their data settings (`bind_data()`): a
     study continued on other data is refused, as a sweep is."""
     from optuna.storages.journal import JournalFileOpenLock
 
-    key = data_settings(list(HydraConfig.get().overrides.task))
-    dataset = {"source": data["source"], "origin": data["origin"]}
     file_lock = JournalFileOpenLock(str(lock))
     file_lock.acquire()  # sweep processes and jobs that share the study take turns
     try:
         bound: dict[str, dict[str, str]] = storage.get_study_system_attrs(study_id).get(DATA, {})
-        earlier = bound.setdefault(key, dataset)
-        if earlier != dataset:
+        overrides = list(HydraConfig.get().overrides.task)
+        conflict = bind_data(bound, data, overrides, run="trial", whole="study")
+        if conflict is not None:
             raise SweepError(
-                f"the study in {where} ran its trials of these data settings ({key}) on {data_label(earlier)} data, "
-                f"and this trial's data is {data_label(data)}: continue the study on the data it started with (check "
-                "dm.root, and HYDRA_EXAMPLE_DATA, which it defaults to), or start a new study with another "
-                "hydra.sweeper.study_name."
+                f"the study in {where} {conflict}, or start a new study with another hydra.sweeper.study_name."
             )
         storage.set_study_system_attr(study_id, DATA, bound)
     finally:

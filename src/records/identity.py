@@ -15,6 +15,7 @@ from src.common.files import write_atomically
 
 __all__ = [
     "MAY_CHANGE_ON_RESUME",
+    "bind_data",
     "changed_settings",
     "code_identity",
     "code_label",
@@ -53,6 +54,25 @@ def data_settings(overrides: list[str]) -> str:
     a sweep with the same key must run on the same data, whatever their other settings and seeds."""
     chosen = [override for override in overrides if override.lstrip("+~").startswith(("dm", "experiment"))]
     return " ".join(sorted(chosen)) or "the defaults"
+
+
+def bind_data(
+    bound: dict[str, dict[str, str]], data: dict[str, str], overrides: list[str], *, run: str, whole: str
+) -> str | None:
+    """Bind a job's `data` (its identity, as a result records it; `overrides`: the job's) in `bound`, the data
+    that a sweep or study (`whole`) ran its jobs or trials (`run`) on, by their data settings: jobs of the same
+    data settings must run on the same data. None where it does; else what differs and what to do, for a
+    message that begins with the sweep or study."""
+    key = data_settings(overrides)
+    dataset = {"source": data["source"], "origin": data["origin"]}
+    earlier = bound.setdefault(key, dataset)
+    if earlier == dataset:
+        return None
+    return (
+        f"ran its {run}s of these data settings ({key}) on {data_label(earlier)} data, and this {run}'s data is "
+        f"{data_label(data)}: continue the {whole} on the data it started with (check dm.root, and "
+        "HYDRA_EXAMPLE_DATA, which it defaults to)"
+    )
 
 
 def data_label(data: dict[str, str]) -> str:

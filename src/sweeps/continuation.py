@@ -23,7 +23,7 @@ from src.common.errors import UserError
 from src.common.files import exclusive_lock, write_atomically
 from src.common.paths import shown, user_path
 from src.records.hydra_record import saved_overrides
-from src.records.identity import data_label, data_settings
+from src.records.identity import bind_data
 
 __all__ = ["bind_to_sweep", "check_same_sweep", "continue_command"]
 
@@ -67,24 +67,17 @@ def check_same_sweep(config: DictConfig) -> bool:
 
 def bind_to_sweep(data: dict[str, str]) -> None:
     """In a multirun, tie the sweep to the data its jobs train on (`data`: this job's identity, as a result
-    records it): jobs of the same data settings (`data_settings()`) run on the same data, whatever their
+    records it): jobs of the same data settings (`bind_data()`) run on the same data, whatever their
     other settings and seeds. A sweep continued on other data (HYDRA_EXAMPLE_DATA no longer set, and
     synthetic digits instead of MNIST; another copy of MNIST) is refused, as a checkpoint is."""
     if not HydraConfig.initialized() or HydraConfig.get().mode is not RunMode.MULTIRUN:
         return
     hydra = HydraConfig.get()
     sweep_dir = user_path(hydra.sweep.dir)
-    key = data_settings(list(hydra.overrides.task))
-    dataset = {"source": data["source"], "origin": data["origin"]}
     record = sweep_dir / SWEEP_DATA
     with exclusive_lock(sweep_dir / f"{SWEEP_DATA}.lock"):  # jobs that run at once bind one after the other
         bound: dict[str, dict[str, str]] = json.loads(record.read_text()) if record.is_file() else {}
-        earlier = bound.setdefault(key, dataset)
-        if earlier != dataset:
-            raise UserError(
-                f"the sweep in {shown(sweep_dir)} ran its jobs of these data settings ({key}) on "
-                f"{data_label(earlier)} data, and this job's data is {data_label(data)}: continue the sweep on the "
-                "data it started with (check dm.root, and HYDRA_EXAMPLE_DATA, which it defaults to), or choose "
-                "another sweep directory."
-            )
+        conflict = bind_data(bound, data, list(hydra.overrides.task), run="job", whole="sweep")
+        if conflict is not None:
+            raise UserError(f"the sweep in {shown(sweep_dir)} {conflict}, or choose another sweep directory.")
         write_atomically(record, lambda file: file.write(json.dumps(bound, indent=2).encode()))
