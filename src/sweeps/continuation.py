@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.common.errors import UserError
+from src.common.errors import SweepError, UserError
 from src.common.files import exclusive_lock, write_atomically
 from src.common.paths import shown, user_path
 from src.records.hydra_record import saved_overrides
@@ -79,5 +79,5 @@ def bind_to_sweep(data: dict[str, str]) -> None:
         bound: dict[str, dict[str, str]] = json.loads(record.read_text()) if record.is_file() else {}
         conflict = bind_data(bound, data, list(hydra.overrides.task), run="job", whole="sweep")
         if conflict is not None:
-            raise UserError(f"the sweep in {shown(sweep_dir)} {conflict}, or choose another sweep directory.")
+            raise SweepError(f"the sweep in {shown(sweep_dir)} {conflict}, or choose another sweep directory.")
         write_atomically(record, lambda file: file.write(json.dumps(bound, indent=2).encode()))
