@@ -3,16 +3,17 @@
 An epoch is what `fit()` does per epoch (see benchmarks/training.py): CMNIST's 48,000 training images
 in batches of 256, then the validation metrics. Two processes (as `hydra.launcher.tasks_per_node=2`
 runs them: each with its share of the cores, `ThreadBudget`, and the gradients averaged in shared memory,
-`SharedMemoryAverage`), against one process with all of them as PyTorch threads (as `python main.py`
+`SharedMemory`), against one process with all of them as PyTorch threads (as `python main.py`
 runs), and against one process with as many threads as each of the two (the work of two processes, done
 by one). The global batch, the weights, the batch order and so the result are the same, which the
 validation accuracies printed side by side show. A last column shows two processes that average the
 gradients through gloo instead (as processes on different machines do), and whether their metrics are the
 ones of the shared memory, bit for bit.
 
-The two processes also agree after each step on whether a signal asked any of them to stop (one
-all-reduce of an integer, in the background during the next step), so that all stop after the same step.
-Its cost is measured directly: the time that rank 0 spends in it, as a share of the epoch.
+The two processes also agree after each step on whether a signal asked any of them to stop (an integer
+exchanged in the shared memory; through gloo, an all-reduce in the background during the next step), so that
+all stop after the same step. Its cost is measured directly: the time that rank 0 spends in it, as a share
+of the epoch.
 
 Each repetition times one epoch of each, in alternating order; the processes of the distributed epoch
 are started anew each time, and their clock starts once both are ready. The ratios are medians of the

@@ -1,8 +1,9 @@
-"""Gradients averaged in shared memory (`SharedMemoryAverage`) by the processes of one run on one machine's
+"""Gradients averaged in shared memory (`SharedMemory`) by the processes of one run on one machine's
 CPUs: the numbers that gloo gives, bit for bit, the same in every process, and no file left behind."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -85,3 +86,32 @@ def test_more_processes_all_get_the_same_average(tmp_path: Path) -> None:
     weights = _weights(tmp_path / "three", size=3, local_size=3)
     assert _same(weights[0], weights[1])
     assert _same(weights[0], weights[2])
+
+
+def _train_alone(rank: int, port: int, results: Path) -> None:
+    """Rank 1 ends as soon as both have joined; rank 0 takes a step, and writes down what stopped it."""
+    world = World(rank=rank, size=2, local_rank=rank, local_size=2, rendezvous=("127.0.0.1", port))
+    model = FcnFactory(hidden_dim=8).build((3, 28, 28), out_dim=10)
+    try:
+        with world.joined(torch.device("cpu")):
+            wrapped = world.wrap(model)
+            if rank == 1:
+                os._exit(0)  # as a process that is killed: no goodbye to the others
+            wrapped(torch.rand(4, 3, 28, 28)).sum().backward()  # pyright: ignore[reportUnknownMemberType]
+    except Exception as error:
+        (results / "error.txt").write_text(f"{type(error).__name__}: {error}")
+        raise
+
+
+def test_a_process_that_waits_for_one_that_ended_learns_it_within_seconds(tmp_path: Path) -> None:
+    context = mp.get_context("spawn")
+    port = _free_port()
+    processes = [context.Process(target=_train_alone, args=(rank, port, tmp_path)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    # Rank 1 is not collected until rank 0 has ended: rank 0 finds a process that ended (a zombie), not none.
+    processes[0].join(timeout=TIMEOUT_S)
+    processes[1].join(timeout=TIMEOUT_S)
+    assert processes[0].exitcode == 1
+    # The error that `World.joined()` answers with its roll call, naming the rank that did not answer.
+    assert (tmp_path / "error.txt").read_text().startswith("RunFailedError: rank 1 of 2 stopped during training")

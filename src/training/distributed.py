@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from torch import nn
 from torch.distributed import PrefixStore, Store, TCPStore  # pyright: ignore[reportPrivateImportUsage]
 
 from src.common.errors import RunFailedError, UserError
-from src.training.shared_memory import SharedMemoryAverage
+from src.training.shared_memory import SharedMemory
 
 __all__ = ["ONE_PROCESS", "World"]
 
@@ -62,6 +63,7 @@ class World:
         self.rank, self.size, self.local_rank, self.local_size = rank, size, local_rank, local_size
         self._rendezvous, self._task_logs = rendezvous, task_logs
         self._control: dist.ProcessGroup | None = None  # gloo, for small messages: see `joined()`
+        self._shared: SharedMemory | None = None  # see `wrap()`
 
     @classmethod
     def of_this_task(cls) -> World:
@@ -198,24 +200,30 @@ class World:
                 ) from None
             raise
         dist.destroy_process_group()
-        self._control = None
+        self._control = self._shared = None
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """`model` for training: DistributedDataParallel, which averages the gradients over the processes
         as backward computes them, or `model` itself in a run of one process. Processes on the CPUs of one
-        machine average them in memory they share (`SharedMemoryAverage`), the others through the backend."""
+        Linux machine average them, and agree on stopping, in memory they share (`SharedMemory`); the others
+        through the backend."""
         if self.size == 1:
             return model
         device = next(model.parameters()).device
-        if device.type == "cuda" or self.local_size < self.size:
+        if device.type == "cuda" or self.local_size < self.size or sys.platform != "linux":
             return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         # The gradients are views of DistributedDataParallel's buckets, which the hook averages in place.
         wrapped = nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True, bucket_cap_mb=BUCKET_MB)
         assert self._control is not None, "joined() comes first"
-        memory = SharedMemoryAverage(
-            model, rank=self.rank, size=self.size, group=self._control, bucket_bytes=BUCKET_MB << 20
+        self._shared = SharedMemory(
+            model,
+            rank=self.rank,
+            size=self.size,
+            group=self._control,
+            bucket_bytes=BUCKET_MB << 20,
+            timeout_s=COLLECTIVE_TIMEOUT.total_seconds(),
         )
-        wrapped.register_comm_hook(None, memory.average)  # pyright: ignore[reportUnknownMemberType]
+        wrapped.register_comm_hook(None, self._shared.average)  # pyright: ignore[reportUnknownMemberType]
         return wrapped
 
     def shard(self, length: int) -> slice:
@@ -235,9 +243,11 @@ class World:
 
     def start_max(self, value: int) -> Callable[[], int]:
         """Start finding the largest of the processes' `value`s, in the background; the function returned
-        waits for it."""
+        waits for it. (In shared memory, found at once: that takes microseconds.)"""
         if self.size == 1:
             return lambda: value
+        if self._shared is not None:
+            return self._shared.start_max(value)
         tensor = torch.tensor(value)
         work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self._control, async_op=True)
         assert work is not None

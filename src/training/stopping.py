@@ -55,9 +55,9 @@ class StopRequest:
     def agree(self, world: World) -> bool:
         """Whether training stops after this step. A signal may reach one process of a distributed run only
         (a user's `kill`, or Ctrl-C where some ranks run elsewhere): here the processes tell each other which
-        signal, if any, each received, so that all stop after the same step. They exchange that during the
-        next step, which it then never holds up, and stop after it. SLURM's signal wins over Ctrl-C, so that
-        the job is requeued."""
+        signal, if any, each received, so that all stop after the same step. Through gloo they exchange that
+        during the next step, which it then never holds up (in shared memory at once: it takes microseconds),
+        and stop after it. SLURM's signal wins over Ctrl-C, so that the job is requeued."""
         if world.size == 1:
             return self.requested
         exchanged, self._exchange = self._exchange, world.start_max(self.cause or 0)
