@@ -77,10 +77,11 @@ def test_study_goes_on_after_a_failed_trial(run_main: RunMain, tmp_path: Path) -
     assert [(row["job"], row["status"]) for row in rows][-1] == ("1", "failed")
     assert {"opt.lr", "model.num_hidden", "model.dropout_prob"} <= set(rows[0])  # the sampled parameters
     assert not (tmp_path / "sweep" / "summary_by_config.csv").exists()  # each configuration ran once
-    # Trials report their accuracy after each epoch: a picture shows it.
-    assert_pictures(
-        result.stdout, tmp_path, "sweep", ["optimization_history", "param_importances", "intermediate_values"]
-    )
+    # Trials report their accuracy after each epoch: a picture shows it. Trials this tiny may all score the same
+    # (their order of sampling depends on which slot frees first): the log then says why importances are not drawn.
+    alike = "No parameter importances: the completed trials score too much alike" in result.stdout
+    drawn = ["optimization_history", *([] if alike else ["param_importances"]), "intermediate_values"]
+    assert_pictures(result.stdout, tmp_path, "sweep", drawn)
     # Optuna's own command line reads the study.
     optuna_cli = Path(sys.executable).parent / "optuna"
     listed = subprocess.run(
